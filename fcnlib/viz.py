@@ -1,0 +1,61 @@
+"""Pictures of labels: colourised masks, overlays on images, and legends."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from matplotlib.patches import Patch
+
+from fcnlib.classes import ClassTable
+
+
+def _to_numpy(array: np.ndarray | torch.Tensor) -> np.ndarray:
+    if isinstance(array, torch.Tensor):
+        array = array.detach().cpu().numpy()
+    return np.asarray(array)
+
+
+def colourise(mask: np.ndarray | torch.Tensor, table: ClassTable) -> np.ndarray:
+    """Colour a label map: (H, W) integer labels to (H, W, 3) uint8 RGB in the dataset's colours."""
+    labels = _to_numpy(mask)
+    if labels.ndim != 2:
+        raise ValueError(f"mask must be (H, W), got shape {labels.shape}")
+    if labels.min(initial=0) < 0 or labels.max(initial=0) > 255:
+        raise ValueError("mask values must lie in 0..255 to be colourised")
+    return table.palette()[labels.astype(np.intp)]
+
+
+def image_to_hwc(image: np.ndarray | torch.Tensor) -> np.ndarray:
+    """An image as (H, W, 3) uint8, from (3, H, W) uint8 tensors or (H, W, 3) arrays."""
+    pixels = _to_numpy(image)
+    if pixels.ndim == 3 and pixels.shape[0] == 3 and pixels.shape[-1] != 3:
+        pixels = pixels.transpose(1, 2, 0)
+    if pixels.ndim != 3 or pixels.shape[-1] != 3:
+        raise ValueError(f"image must be (3, H, W) or (H, W, 3), got shape {pixels.shape}")
+    if pixels.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, got {pixels.dtype}")
+    return pixels
+
+
+def overlay(
+    image: np.ndarray | torch.Tensor,
+    mask: np.ndarray | torch.Tensor,
+    table: ClassTable,
+    alpha: float = 0.5,
+) -> np.ndarray:
+    """Blend the colourised mask over the image, (H, W, 3) uint8; ignored pixels show the image."""
+    pixels = image_to_hwc(image).astype(np.float32)
+    labels = _to_numpy(mask)
+    if labels.shape != pixels.shape[:2]:
+        raise ValueError(f"image is {pixels.shape[:2]} but mask is {labels.shape}: sizes differ")
+    colours = colourise(labels, table).astype(np.float32)
+    weight = np.where(labels == table.ignore_index, 0.0, alpha)[..., None]
+    return np.rint((1 - weight) * pixels + weight * colours).astype(np.uint8)
+
+
+def legend_handles(table: ClassTable) -> list[Patch]:
+    """Matplotlib patches naming each class in its colour, for ``ax.legend(handles=...)``."""
+    return [
+        Patch(color=np.array(colour) / 255, label=name)
+        for name, colour in zip(table.classes, table.colours, strict=True)
+    ]

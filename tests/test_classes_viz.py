@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from PIL import Image
+
+from fcnlib import class_table
+from fcnlib.viz import colourise, image_to_hwc, overlay
+
+CAMVID = class_table("camvid")
+VOC = class_table("voc")
+
+
+def test_camvid_table_matches_segnet():
+    assert CAMVID.num_classes == 11 and CAMVID.ignore_index == 11
+    assert CAMVID.classes[0] == "Sky" and CAMVID.classes[-1] == "Bicyclist"
+    assert CAMVID.colours[4] == (60, 40, 222)  # Pavement
+
+
+def test_voc_palette_equals_the_one_in_a_real_voc_label(voc_sample_root):
+    label = Image.open(voc_sample_root / "label.png")
+    assert label.mode == "P"
+    embedded = np.array(label.getpalette()[: 256 * 3], dtype=np.uint8).reshape(-1, 3)
+    ours = VOC.palette()
+    for value in [*range(VOC.num_classes), VOC.ignore_index]:
+        assert tuple(ours[value]) == tuple(embedded[value]), value
+
+
+def test_unknown_dataset_is_named():
+    with pytest.raises(ValueError, match=r"'cityscapes'.*known: \['camvid', 'voc'\]"):
+        class_table("cityscapes")
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    labels=arrays(
+        np.uint8, st.tuples(st.integers(1, 9), st.integers(1, 9)), elements=st.integers(0, 11)
+    )
+)
+def test_colourise_looks_up_each_pixel(labels):
+    rgb = colourise(torch.from_numpy(labels.astype(np.int64)), CAMVID)
+    assert rgb.shape == (*labels.shape, 3) and rgb.dtype == np.uint8
+    for (i, j), value in np.ndenumerate(labels):
+        expected = CAMVID.ignore_colour if value == 11 else CAMVID.colours[value]
+        assert tuple(rgb[i, j]) == expected
+
+
+def test_overlay_blends_labelled_pixels_and_keeps_void_ones():
+    image = torch.full((3, 2, 2), 100, dtype=torch.uint8)
+    mask = torch.tensor([[0, 11], [3, 11]])
+    blended = overlay(image, mask, CAMVID, alpha=0.5)
+    assert tuple(blended[0, 0]) == (114, 114, 114)  # halfway between 100 and Sky's 128
+    assert tuple(blended[1, 0]) == (114, 82, 114)  # halfway to Road (128, 64, 128)
+    assert tuple(blended[0, 1]) == tuple(blended[1, 1]) == (100, 100, 100)
+
+
+def test_shape_errors_are_explained():
+    with pytest.raises(ValueError, match="sizes differ"):
+        overlay(
+            torch.zeros(3, 4, 4, dtype=torch.uint8), torch.zeros(4, 5, dtype=torch.long), CAMVID
+        )
+    with pytest.raises(ValueError, match=r"must be \(H, W\)"):
+        colourise(np.zeros((1, 4, 4), dtype=np.int64), CAMVID)
+    with pytest.raises(ValueError, match="must be uint8"):
+        image_to_hwc(np.zeros((4, 4, 3), dtype=np.float32))
