@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: book test lab clean
+.PHONY: book test lab clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,11 +13,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[book,test]"
 	touch $@
 
+# Programs the tests drive: node runs the calculator's JavaScript, chromium the browser tests.
+system-deps:
+	@command -v node >/dev/null && command -v chromium >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "Please install node and chromium" >&2; exit 1; }; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs chromium; }
+
 book: $(STAMP)
 	$(BIN)/jupyter-book build --warningiserror --nitpick --keep-going book
 	@echo "The book is at book/_build/html/index.html"
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest --nbval

@@ -1,0 +1,180 @@
+"""The rendered book: it builds offline without warnings, and each page works in a real browser.
+
+The book is built into a temporary folder, served on 127.0.0.1 and opened in Debian's
+chromium through Playwright. Screenshots land in test-output/screenshots/ for a person to see.
+"""
+
+import functools
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urldefrag, urlsplit
+
+import pytest
+import yaml
+
+from fcnlib.runtime import REPO_ROOT
+
+BOOK = REPO_ROOT / "book"
+SCREENSHOTS = REPO_ROOT / "test-output" / "screenshots"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def toc_pages() -> list[str]:
+    """The documents of the table of contents, root first, as paths without suffix."""
+    toc = yaml.safe_load((BOOK / "_toc.yml").read_text())
+    pages = [toc["root"]]
+    for part in toc.get("parts", []):
+        pages += [chapter["file"] for chapter in part["chapters"]]
+    return pages
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("book")
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    command = [str(jupyter_book), "build", "--warningiserror", "--nitpick", "--keep-going"]
+    result = subprocess.run(
+        [*command, "--path-output", str(out), str(BOOK)], capture_output=True, text=True
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert "WARNING" not in log, log[-4000:]
+    return out / "_build" / "html"
+
+
+@pytest.fixture(scope="session")
+def server(built_book):
+    handler = functools.partial(QuietHandler, directory=str(built_book))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):
+        pass
+
+
+def chromium_path() -> str:
+    path = os.environ.get("FCNLIB_CHROMIUM") or shutil.which("chromium")
+    if not path:
+        message = "chromium is not installed (apt-get install chromium, or set FCNLIB_CHROMIUM)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class Page:
+    """A loaded page with what it asked the network for and what it logged."""
+
+    def __init__(self, browser, url: str):
+        self.outside, self.errors = [], []
+        self.page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
+
+        def route(request_route):
+            if request_route.request.url.startswith(origin):
+                request_route.continue_()
+            else:
+                self.outside.append(request_route.request.url)
+                request_route.abort()
+
+        self.page.route("**/*", route)
+        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on(
+            "response", lambda r: r.status >= 400 and self.errors.append(f"{r.status} {r.url}")
+        )
+        self.page.goto(url, wait_until="networkidle")
+        # MathJax typesets asynchronously after the load event.
+        self.page.evaluate("() => window.MathJax?.startup?.promise")
+
+
+@pytest.mark.parametrize("doc", toc_pages())
+def test_page_renders_offline(browser, server, doc):
+    loaded = Page(browser, f"{server}/{doc}.html")
+    page = loaded.page
+    assert loaded.outside == [], f"{doc} asked for resources outside the local server"
+    assert loaded.errors == [], f"{doc} logged errors in the browser console"
+
+    equations = page.locator("span.math, div.math").count()
+    assert page.locator("mjx-container").count() == equations
+    assert page.locator("mjx-merror").count() == 0, "MathJax could not typeset an equation"
+
+    images = page.locator("article img")
+    unloaded = page.evaluate(
+        "[...document.querySelectorAll('article img')]"
+        ".filter(img => !img.complete || img.naturalWidth === 0).map(img => img.src)"
+    )
+    assert unloaded == [], f"{doc} has images that did not load"
+    if doc.startswith("chapters/"):
+        assert images.count() > 0, f"{doc} shows no figure"
+        heading = page.locator("article h1").first.inner_text()
+        assert heading[0].isdigit(), f"{doc} is not a numbered chapter: {heading!r}"
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / f"{doc.replace('/', '-')}.png", full_page=True)
+    page.close()
+
+
+class LinkParser(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links, self.ids = [], set()
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        if "id" in attributes:
+            self.ids.add(attributes["id"])
+        for name in ("href", "src"):
+            if attributes.get(name):
+                self.links.append(attributes[name])
+
+
+def test_internal_links_resolve(built_book):
+    parsed = {}
+    for html in built_book.rglob("*.html"):
+        if html.relative_to(built_book).parts[0] == "_static":
+            continue  # the theme's own templates, not pages of the book
+        parser = LinkParser()
+        parser.feed(html.read_text())
+        parsed[html] = parser
+    broken = []
+    for html, parser in parsed.items():
+        for link in parser.links:
+            if urlsplit(link).scheme or link.startswith(("mailto:", "//", "data:")):
+                continue
+            target, fragment = urldefrag(link)
+            path = (html.parent / urlsplit(target).path).resolve() if target else html
+            if not path.exists():
+                broken.append(f"{html.relative_to(built_book)} -> {link}")
+            elif fragment and path.suffix == ".html" and fragment not in parsed[path].ids:
+                broken.append(f"{html.relative_to(built_book)} -> {link} (no such anchor)")
+    assert broken == []
