@@ -178,3 +178,28 @@ def test_internal_links_resolve(built_book):
             elif fragment and path.suffix == ".html" and fragment not in parsed[path].ids:
                 broken.append(f"{html.relative_to(built_book)} -> {link} (no such anchor)")
     assert broken == []
+
+
+def chapter_notebooks() -> list[Path]:
+    return [BOOK / f"{doc}.ipynb" for doc in toc_pages() if doc.startswith("chapters/")]
+
+
+@pytest.mark.parametrize("path", chapter_notebooks(), ids=lambda path: path.stem)
+def test_chapter_states_goals_captions_figures_and_ends_with_exercises(path):
+    import nbformat
+
+    cells = nbformat.read(path, as_version=4).cells
+    assert cells[0].cell_type == "markdown" and cells[0].source.startswith("# ")
+    assert "You will learn" in cells[0].source, "the first cell says what the reader will learn"
+
+    for index, cell in enumerate(cells):
+        if cell.cell_type != "code":
+            continue
+        shows_figure = any("image/png" in output.get("data", {}) for output in cell.outputs)
+        caption = cell.metadata.get("mystnb", {}).get("figure", {}).get("caption")
+        assert caption or not shows_figure, f"cell {index} shows a figure without a caption"
+
+    headings = [i for i, c in enumerate(cells) if c.source.startswith("## Exercises")]
+    assert headings, "the chapter ends with an Exercises section"
+    exercises = "\n".join(cell.source for cell in cells[headings[-1] :])
+    assert ":class: dropdown" in exercises, "solutions hide behind a toggle"
