@@ -1,0 +1,116 @@
+"""The paper's four segmentation metrics (§5), computed from a confusion matrix.
+
+With ``n[i, j]`` the number of pixels of class ``i`` predicted as class ``j`` and
+``t[i] = sum_j n[i, j]`` the number of pixels of class ``i``:
+
+- pixel accuracy ``sum_i n[i, i] / sum_i t[i]``
+- mean accuracy ``mean_i n[i, i] / t[i]``
+- mean IU ``mean_i n[i, i] / (t[i] + sum_j n[j, i] - n[i, i])``
+- frequency weighted IU ``sum_i t[i] IU[i] / sum_i t[i]``
+
+As in the reference implementation's ``score.py``, a class whose ratio is 0/0 (absent from
+both the labels and the predictions, or, for accuracy, from the labels) is left out of the
+mean rather than counted as 0 or 1.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def confusion_matrix(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = None
+) -> torch.Tensor:
+    """The (num_classes, num_classes) int64 count of pixels by (true class, predicted class).
+
+    ``pred`` and ``target`` are integer label tensors of the same shape, on any device; pixels
+    whose target is ``ignore_index`` are not counted. Sum the matrices of several batches to
+    accumulate. Predictions must lie in 0..num_classes-1 wherever the target is counted.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"pred has shape {tuple(pred.shape)} but target {tuple(target.shape)}")
+    if pred.is_floating_point() or target.is_floating_point():
+        raise TypeError("pred and target must be integer labels; take pred.argmax(1) of scores")
+    if ignore_index is not None:
+        pred, target = pred[target != ignore_index], target[target != ignore_index]
+    pred, target = pred.flatten().long(), target.flatten().long()
+    if target.numel():
+        low, high = torch.aminmax(torch.cat([pred, target]))
+        if low < 0 or high >= num_classes:
+            raise ValueError(
+                f"labels must lie in 0..{num_classes - 1} (or be ignore_index={ignore_index} in "
+                f"the target); found values from {int(low)} to {int(high)}"
+            )
+    counts = torch.bincount(target * num_classes + pred, minlength=num_classes**2)
+    return counts.reshape(num_classes, num_classes)
+
+
+def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    """numerator / denominator in float64, NaN where both are 0 (the class does not count)."""
+    return numerator.double() / denominator.double()
+
+
+def per_class_iu(confusion: torch.Tensor) -> torch.Tensor:
+    """Intersection over union of each class, float64; NaN for classes absent from both sides."""
+    true_positives = confusion.diagonal()
+    union = confusion.sum(1) + confusion.sum(0) - true_positives
+    return _ratio(true_positives, union)
+
+
+def per_class_accuracy(confusion: torch.Tensor) -> torch.Tensor:
+    """Fraction of each class's pixels predicted right, float64; NaN for absent classes."""
+    return _ratio(confusion.diagonal(), confusion.sum(1))
+
+
+def scores(confusion: torch.Tensor) -> dict[str, float | torch.Tensor]:
+    """The paper's metrics of a confusion matrix (rows true class, columns predicted class).
+
+    Returns ``pixel_accuracy``, ``mean_accuracy``, ``mean_iu`` and ``frequency_weighted_iu`` as
+    floats in [0, 1] (NaN when nothing was counted), and ``per_class_iu`` as a float64 tensor.
+    """
+    if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
+        raise ValueError(f"confusion must be a square matrix, got shape {tuple(confusion.shape)}")
+    confusion = confusion.double()
+    total = confusion.sum()
+    class_pixels = confusion.sum(1)
+    iu = per_class_iu(confusion)
+    present = class_pixels > 0
+    return {
+        "pixel_accuracy": float(_ratio(confusion.diagonal().sum(), total)),
+        "mean_accuracy": float(per_class_accuracy(confusion).nanmean()),
+        "mean_iu": float(iu.nanmean()),
+        "frequency_weighted_iu": float(_ratio((class_pixels * iu)[present].sum(), total)),
+        "per_class_iu": iu,
+    }
+
+
+class SegmentationMetrics:
+    """Accumulates a confusion matrix over batches and reports the paper's metrics.
+
+    Call ``update(pred, target)`` once per batch, then ``compute()["mean_iu"]``. ``update``
+    takes label maps, or scores with a class dimension at 1 (N, C, H, W), which it reduces by
+    argmax; the matrix lives on the device of the first batch.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int | None = None) -> None:
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.confusion: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        """Forget all batches seen so far."""
+        self.confusion = None
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Count one batch: ``pred`` labels shaped like ``target``, or (N, C, ...) scores."""
+        if pred.ndim == target.ndim + 1:
+            pred = pred.argmax(1)
+        batch = confusion_matrix(pred, target, self.num_classes, self.ignore_index)
+        self.confusion = batch if self.confusion is None else self.confusion + batch
+
+    def compute(self) -> dict[str, float | torch.Tensor]:
+        """The metrics of everything counted so far (see :func:`scores`)."""
+        if self.confusion is None:
+            raise RuntimeError("no batch counted yet: call update(pred, target) first")
+        return scores(self.confusion)

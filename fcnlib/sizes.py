@@ -1,0 +1,125 @@
+"""Output-size arithmetic of convolutions and pooling, traced layer by layer through a net.
+
+One spatial dimension of size ``i`` through a layer with kernel ``k``, stride ``s``, padding
+``p`` and dilation ``d`` gives ``o = floor((i + 2p - d(k - 1) - 1) / s) + 1`` outputs. With
+``ceil_mode`` (pooling only, as in Caffe) the floor becomes a ceiling, except that, as in
+PyTorch, a last window that would start in the right padding is dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from torch import nn
+
+#: Layers that keep the spatial size.
+_SIZE_PRESERVING = (nn.ReLU, nn.Dropout, nn.BatchNorm2d, nn.Identity)
+
+
+def output_size(
+    size: int,
+    kernel_size: int,
+    stride: int = 1,
+    padding: int = 0,
+    dilation: int = 1,
+    ceil_mode: bool = False,
+) -> int:
+    """Output length, in positions, of a convolution or pooling over ``size`` input positions.
+
+    Returns 0 or less when the (dilated) kernel does not fit in the padded input.
+    """
+    if size < 0 or kernel_size < 1 or stride < 1 or padding < 0 or dilation < 1:
+        raise ValueError(
+            f"need size >= 0, kernel_size, stride, dilation >= 1 and padding >= 0; got "
+            f"size={size}, kernel_size={kernel_size}, stride={stride}, padding={padding}, "
+            f"dilation={dilation}"
+        )
+    span = size + 2 * padding - dilation * (kernel_size - 1) - 1
+    if span < 0:
+        return 0
+    if not ceil_mode:
+        return span // stride + 1
+    out = math.ceil(span / stride) + 1
+    if (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+@dataclass(frozen=True)
+class LayerSize:
+    """The output of one layer: its name, type, channels and spatial size (pixels)."""
+
+    name: str
+    kind: str
+    channels: int
+    height: int
+    width: int
+
+
+def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (value[0], value[1])
+
+
+def trace(net: nn.Sequential, height: int, width: int, channels: int = 3) -> list[LayerSize]:
+    """The output size of every layer of ``net`` for a (channels, height, width) input.
+
+    ``net`` is a sequence of Conv2d, MaxPool2d, AvgPool2d and size-preserving layers (ReLU,
+    Dropout, BatchNorm2d), such as :func:`fcnlib.backbone.vgg16`. The trace stops after the
+    first layer whose output is empty (height or width below 1).
+    """
+    rows = []
+    for name, layer in net.named_children():
+        if isinstance(layer, nn.Conv2d):
+            if isinstance(layer.padding, str):
+                raise ValueError(f"layer {name}: string padding {layer.padding!r} is not supported")
+            args = [layer.kernel_size, layer.stride, layer.padding, layer.dilation]
+            ceil_mode, channels = False, layer.out_channels
+        elif isinstance(layer, nn.MaxPool2d | nn.AvgPool2d):
+            dilation = getattr(layer, "dilation", 1)
+            args = [layer.kernel_size, layer.stride, layer.padding, dilation]
+            ceil_mode = layer.ceil_mode
+        elif isinstance(layer, _SIZE_PRESERVING):
+            args = None
+        else:
+            raise TypeError(
+                f"layer {name} is a {type(layer).__name__}, whose output size trace() does not "
+                "know: use Conv2d, MaxPool2d, AvgPool2d, ReLU, Dropout or BatchNorm2d"
+            )
+        if args is not None:
+            kernel, stride, padding, dilation = (_pair(a) for a in args)
+            height, width = (
+                output_size(size, k, s, p, d, ceil_mode)
+                for size, k, s, p, d in zip(
+                    (height, width), kernel, stride, padding, dilation, strict=True
+                )
+            )
+        rows.append(LayerSize(name, type(layer).__name__, channels, height, width))
+        if height < 1 or width < 1:
+            break
+    return rows
+
+
+def format_trace(rows: list[LayerSize]) -> str:
+    """A text table of a :func:`trace`, one layer a line."""
+    lines = [f"{'layer':<8} {'type':<10} {'channels':>8} {'output H x W':>14}"]
+    lines += [
+        f"{r.name:<8} {r.kind:<10} {r.channels:>8} {f'{r.height} x {r.width}':>14}" for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def smallest_input(net: nn.Sequential, layer: str | None = None, limit: int = 4096) -> int:
+    """The smallest square input side (pixels) for which ``layer`` (default: the last) has output.
+
+    Searches sides 1..``limit``; raises ValueError when none of them gives output.
+    """
+    names = [name for name, _ in net.named_children()]
+    target = names[-1] if layer is None else layer
+    if target not in names:
+        raise ValueError(f"layer {target!r} is not in the net; known: {names}")
+    for side in range(1, limit + 1):
+        row = next((r for r in trace(net, side, side) if r.name == target), None)
+        if row is not None and row.height >= 1 and row.width >= 1:
+            return side
+    raise ValueError(f"no square input up to limit={limit} pixels gives {target} an output")
