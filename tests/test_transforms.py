@@ -75,6 +75,7 @@ def test_random_scale_resamples_masks_by_nearest_neighbour_only(height, width, s
     mask = tv_tensors.Mask(torch.randint(0, 12, (height, width)))
     scaled_image, scaled = RandomScale((0.3, 3.0))(image, mask)
     assert scaled.shape == scaled_image.shape[-2:]
+
     # Nearest-exact takes, for each output row and column, the source under its centre. PyTorch
     # computes the scale and the position in float32; so must the reference, or centres that
     # fall exactly on a source boundary round differently.
