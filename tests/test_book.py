@@ -203,3 +203,54 @@ def test_chapter_states_goals_captions_figures_and_ends_with_exercises(path):
     assert headings, "the chapter ends with an Exercises section"
     exercises = "\n".join(cell.source for cell in cells[headings[-1] :])
     assert ":class: dropdown" in exercises, "solutions hide behind a toggle"
+
+
+CALCULATOR_SLIDERS = ("kernel", "stride", "padding", "dilation")
+
+
+def test_receptive_field_calculator_answers_sliders_like_fcnlib(browser, server):
+    """Drive the static page's sliders as a reader would and check the readout against fcnlib."""
+    import random
+
+    from torch import nn
+
+    from fcnlib.receptive import receptive_field
+
+    loaded = Page(browser, f"{server}/chapters/receptive-fields.html")
+    page = loaded.page
+    calculator = page.locator(".fcnlib-rf-calculator")
+    assert calculator.count() == 1, "the static page shows the calculator"
+
+    def slide(label: str, index: int, value: int) -> None:
+        # A reader drags the slider: the value changes and an input event fires.
+        calculator.locator(f"input[aria-label='{label}']").nth(index).evaluate(
+            "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", value
+        )
+
+    limits = {"kernel": (1, 7), "stride": (1, 4), "padding": (0, 6), "dilation": (1, 4)}
+    chooser = random.Random(0)
+    for _ in range(6):
+        count = chooser.randint(1, calculator.locator("input[aria-label='kernel']").count())
+        slide("layers", 0, count)
+        layers = [{name: chooser.randint(*limits[name]) for name in limits} for _ in range(count)]
+        for index, layer in enumerate(layers):
+            for name, value in layer.items():
+                slide(name, index, value)
+        stack = nn.Sequential(
+            *(
+                nn.Conv2d(
+                    1, 1, layer["kernel"], layer["stride"], layer["padding"], layer["dilation"]
+                )
+                for layer in layers
+            )
+        )
+        geometry = receptive_field(stack).h
+        summary = calculator.locator("p").first.inner_text()
+        assert summary.startswith(f"r = {geometry.r}, S = {geometry.S}, P = {geometry.P}:"), (
+            layers,
+            summary,
+        )
+    assert loaded.errors == []
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    calculator.screenshot(path=SCREENSHOTS / "receptive-fields-calculator.png")
+    page.close()
