@@ -120,6 +120,41 @@ def convolutionalise(
     return nn.Sequential(OrderedDict(layers))
 
 
+def scaled(channels: int, width: float) -> int:
+    """``channels`` times ``width``, rounded to the nearest whole channel and at least 1."""
+    return max(1, round(channels * width))
+
+
+def tap_channels(width: float = 1.0) -> dict[str, int]:
+    """Channels of the tapped maps (see ``TAP_CHANNELS``) of a backbone of this ``width``."""
+    return {name: scaled(channels, width) for name, channels in TAP_CHANNELS.items()}
+
+
+def _slim_vgg16(width: float, batch_norm: bool) -> torchvision.models.VGG:
+    """A randomly initialised torchvision VGG16 with every channel count scaled by ``width``."""
+    config = [v if v == "M" else scaled(v, width) for v in torchvision.models.vgg.cfgs["D"]]
+    features = torchvision.models.vgg.make_layers(config, batch_norm=batch_norm)
+    # VGG's constructor initialises the convolutions of ``features`` but builds a classifier
+    # for 512 channels; build that on the meta device (free) and replace it.
+    with torch.device("meta"):
+        classifier = torchvision.models.VGG(features)
+    hidden, channels = scaled(4096, width), config[-2]
+    classifier.classifier = nn.Sequential(
+        nn.Linear(channels * 7 * 7, hidden),
+        nn.ReLU(True),
+        nn.Dropout(),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(True),
+        nn.Dropout(),
+        nn.Linear(hidden, 1000),
+    )
+    for layer in classifier.classifier:
+        if isinstance(layer, nn.Linear):  # as torchvision's VGG initialises its classifier
+            nn.init.normal_(layer.weight, 0, 0.01)
+            nn.init.zeros_(layer.bias)
+    return classifier
+
+
 def _weights_enum(batch_norm: bool) -> type[VGG16_Weights] | type[VGG16_BN_Weights]:
     return VGG16_BN_Weights if batch_norm else VGG16_Weights
 
@@ -132,6 +167,7 @@ def vgg16(
     ceil_mode: bool = True,
     include_fc8: bool = False,
     progress: bool = True,
+    width: float = 1.0,
 ) -> nn.Sequential:
     """VGG16 (or VGG16-BN with ``batch_norm``) as a fully convolutional net up to drop7.
 
@@ -140,7 +176,23 @@ def vgg16(
     name (``"IMAGENET1K_V1"``, ``"DEFAULT"``); torchvision downloads them into the torch hub
     cache the first time, which needs the internet. Inputs are (N, 3, H, W) images normalised
     with ImageNet's mean and standard deviation; see :func:`convolutionalise` for the rest.
+
+    ``width`` scales the channels of every convolution, fc6 and fc7 (each rounded, at least 1;
+    see :func:`scaled`): 1.0 is the real VGG16, 0.125 a slim copy with the same geometry that
+    trains in seconds on a CPU. ImageNet weights exist only for ``width=1.0``.
     """
+    if not width > 0:
+        raise ValueError(f"width must be positive, got {width!r}")
+    if width != 1.0:
+        if weights is not None:
+            raise ValueError(
+                f"weights={weights!r} needs width=1.0 (ImageNet weights exist only for the real "
+                f"VGG16), got width={width}: pass weights=None for a slim random net"
+            )
+        classifier = _slim_vgg16(width, batch_norm)
+        return convolutionalise(
+            classifier, pad100=pad100, ceil_mode=ceil_mode, include_fc8=include_fc8
+        )
     enum = _weights_enum(batch_norm)
     if isinstance(weights, str):
         names = list(enum.__members__)

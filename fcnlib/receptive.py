@@ -254,12 +254,15 @@ def layer_spec(module: nn.Module, name: str = "") -> LayerSpec | None:
 
     Understands ``Conv2d``, ``ConvTranspose2d``, ``MaxPool2d`` and ``AvgPool2d`` (whose
     ``ceil_mode`` changes only how many units there are, not where they look), zero or other
-    padding layers, and the pointwise layers in ``NEUTRAL_LAYERS``. Anything else raises a
+    padding layers, the pointwise layers in ``NEUTRAL_LAYERS``, and modules with a
+    ``layer_spec()`` method that states their geometry (such as a crop). Anything else raises a
     ``TypeError`` naming the layer, because guessing could silently give a wrong answer.
     """
     label = name or type(module).__name__
     if isinstance(module, NEUTRAL_LAYERS):
         return None
+    if callable(getattr(module, "layer_spec", None)):  # a layer that states its own geometry
+        return module.layer_spec()
     if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
         kernel = _pair(module.kernel_size, "kernel_size", label)
         dilation = _pair(module.dilation, "dilation", label)
@@ -326,12 +329,32 @@ def _merge(name: str, inputs: list[Geometry]) -> tuple[Geometry, str]:
     return Geometry(h, w, tuple(dict.fromkeys(misaligned))), note
 
 
+class _Tracer(fx.Tracer):
+    """torch.fx's tracer, keeping modules with a ``layer_spec()`` method as single calls."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return callable(getattr(module, "layer_spec", None)) or super().is_leaf_module(
+            module, qualified_name
+        )
+
+
+def symbolic_trace(model: nn.Module) -> fx.GraphModule:
+    """``torch.fx.symbolic_trace``, except that modules stating their geometry stay single calls.
+
+    A module with a ``layer_spec()`` method (see :func:`layer_spec`) is not traced into, so
+    its forward may use the sizes of its inputs, as a crop to a reference map does.
+    """
+    tracer = _Tracer()
+    graph = tracer.trace(model)
+    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
 def _walk(model: nn.Module, until: str | None, neutral_rows: bool) -> tuple[Geometry, list]:
     """Trace ``model`` with torch.fx and propagate geometry node by node."""
-    if fx.Tracer().is_leaf_module(model, ""):  # a single torch.nn layer: trace it as a call
+    if _Tracer().is_leaf_module(model, ""):  # a single torch.nn layer: trace it as a call
         model = nn.Sequential(model)
     try:
-        graph = fx.symbolic_trace(model)
+        graph = symbolic_trace(model)
     except Exception as error:
         raise TypeError(
             f"receptive_field: torch.fx cannot trace {type(model).__name__} ({error}); "

@@ -1,0 +1,274 @@
+"""Benchmarks: training throughput, inference latency and FLOPs of FCN-8s beside a peer model.
+
+Every timing follows the same discipline: warm-up calls first (allocator, cuDNN autotuning,
+compilation), a device synchronisation before each clock read so that queued GPU work is
+counted, and the median of repeated calls, which one slow outlier cannot move. The peer,
+torchvision's ``fcn_resnet50``, is measured in the same run with the same code, so ratios
+between the two mean something even where absolute numbers vary from machine to machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from fcnlib import models
+from fcnlib.runtime import REPO_ROOT
+
+#: Dense peak throughput in TFLOP/s from NVIDIA's data sheets (no sparsity), by name fragment
+#: of ``torch.cuda.get_device_name`` and precision. FP32 is the non-tensor-core rate.
+PEAK_TFLOPS: dict[str, dict[str, float]] = {
+    "H100 PCIe": {"fp32": 51.2, "bf16": 756.0},
+    "H100": {"fp32": 66.9, "bf16": 989.4},  # SXM5
+    "H200": {"fp32": 66.9, "bf16": 989.4},
+    "A100": {"fp32": 19.5, "bf16": 312.0},
+}
+
+#: The measured variants: precision, memory format and compilation, each adding one step.
+VARIANTS: dict[str, dict[str, object]] = {
+    "fp32": {"precision": "fp32", "channels_last": False, "compile": False},
+    "bf16": {"precision": "bf16", "channels_last": False, "compile": False},
+    "bf16+channels_last": {"precision": "bf16", "channels_last": True, "compile": False},
+    "bf16+channels_last+compile": {"precision": "bf16", "channels_last": True, "compile": True},
+}
+
+#: The models measured: FCN-8s on each backbone, and torchvision's peer.
+MODELS = ("fcn8s-vgg16", "fcn8s-vgg16_bn", "fcn_resnet50")
+
+
+def synchronise(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a clock read after it counts that work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(
+    fn: Callable[[], object], device: torch.device, warmup: int = 3, repeats: int = 10
+) -> list[float]:
+    """Wall-clock seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones."""
+    if warmup < 0 or repeats < 1:
+        raise ValueError(f"need warmup >= 0 and repeats >= 1, got {warmup} and {repeats}")
+    for _ in range(warmup):
+        fn()
+    synchronise(device)
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronise(device)
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def peak_tflops(device: torch.device, precision: str) -> float | None:
+    """The device's dense peak in TFLOP/s at ``precision``, or None where it is not tabulated."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for fragment, peaks in PEAK_TFLOPS.items():
+        if fragment in name:
+            return peaks[precision]
+    return None
+
+
+def build_model(name: str, num_classes: int = 21, width: float = 1.0) -> nn.Module:
+    """One of ``MODELS``, randomly initialised, returning (N, num_classes, H, W) logits."""
+    if name == "fcn_resnet50":
+        if width != 1.0:
+            raise ValueError("fcn_resnet50 has no width option: measure it with width 1.0")
+        return _OutputOnly(
+            torchvision.models.segmentation.fcn_resnet50(
+                weights=None, weights_backbone=None, num_classes=num_classes
+            )
+        )
+    model, _, backbone = name.partition("-")
+    if name not in MODELS:
+        raise ValueError(f"model must be one of {list(MODELS)}, got {name!r}")
+    return models.build(model, num_classes, backbone=backbone, width=width)
+
+
+class _OutputOnly(nn.Module):
+    """torchvision's segmentation models return a dict; the benchmark wants the logits."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)["out"]
+
+
+def count_flops(model: nn.Module, inputs: torch.Tensor, train: bool) -> int:
+    """FLOPs of one forward (and, with ``train``, backward) pass over ``inputs``."""
+    with FlopCounterMode(display=False) as counter:
+        output = model(inputs)
+        if train:
+            output.float().sum().backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+@dataclass
+class Result:
+    """One measured configuration. Times in milliseconds; FLOPs per image."""
+
+    model: str
+    height: int
+    width: int
+    batch: int
+    variant: str
+    task: str  # "train" (forward + backward + SGD step) or "infer" (forward, no gradients)
+    median_ms: float
+    images_per_s: float
+    flops_per_image: int
+    achieved_tflops: float
+    mfu: float | None  # achieved / peak at the variant's precision, where the peak is known
+
+
+def measure(
+    name: str,
+    size: tuple[int, int],
+    batch: int,
+    variant: str,
+    task: str,
+    device: torch.device,
+    width: float = 1.0,
+    warmup: int = 3,
+    repeats: int = 10,
+) -> Result:
+    """Time one configuration of one model; see ``VARIANTS`` and ``Result``."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
+    if task not in ("train", "infer"):
+        raise ValueError(f"task must be 'train' or 'infer', got {task!r}")
+    options = VARIANTS[variant]
+    memory_format = torch.channels_last if options["channels_last"] else torch.contiguous_format
+    model = build_model(name, width=width).to(device, memory_format=memory_format)
+    model.train(task == "train")
+    inputs = torch.randn(batch, 3, *size, device=device).to(memory_format=memory_format)
+    flops = count_flops(model, inputs, train=task == "train")
+    step_model = torch.compile(model) if options["compile"] else model
+    autocast = torch.autocast(
+        device.type, dtype=torch.bfloat16, enabled=options["precision"] == "bf16"
+    )
+    optimiser = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
+
+    def train_step() -> None:
+        with autocast:
+            loss = step_model(inputs).float().mean()
+        loss.backward()
+        optimiser.step()
+        optimiser.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def infer_step() -> None:
+        with autocast:
+            step_model(inputs)
+
+    samples = time_call(
+        train_step if task == "train" else infer_step, device, warmup=warmup, repeats=repeats
+    )
+    seconds = statistics.median(samples)
+    achieved = flops / seconds / 1e12
+    peak = peak_tflops(device, str(options["precision"]))
+    return Result(
+        model=name,
+        height=size[0],
+        width=size[1],
+        batch=batch,
+        variant=variant,
+        task=task,
+        median_ms=1000 * seconds,
+        images_per_s=batch / seconds,
+        flops_per_image=flops // batch,
+        achieved_tflops=achieved,
+        mfu=None if peak is None else achieved / peak,
+    )
+
+
+def time_notebooks(paths: Iterable[Path], timeout: int = 600) -> dict[str, float]:
+    """Seconds each notebook takes to execute in fast mode, in a fresh kernel of this Python."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    os.environ["FCNLIB_MODE"] = "fast"
+    seconds = {}
+    for path in paths:
+        notebook = nbformat.read(path, as_version=4)
+        client = NotebookClient(
+            notebook,
+            timeout=timeout,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(Path(path).parent)}},
+        )
+        start = time.perf_counter()
+        client.execute()
+        seconds[Path(path).stem] = time.perf_counter() - start
+    return seconds
+
+
+def environment(device: torch.device) -> dict[str, object]:
+    """What the numbers were measured on: hardware, versions and the code's commit."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "git_commit": commit or None,
+        "command": " ".join(["python -m fcnlib", *sys.argv[1:]]),
+    }
+
+
+def write_report(path: Path, report: dict[str, object]) -> None:
+    """Write ``report`` as JSON atomically: readers never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(report, indent=1) + "\n")
+    os.replace(partial, path)
+
+
+def run(
+    device: torch.device,
+    sizes: list[tuple[int, int]],
+    batches: list[int],
+    variants: list[str],
+    model_names: Iterable[str] = MODELS,
+    width: float = 1.0,
+    warmup: int = 3,
+    repeats: int = 10,
+    progress: Callable[[Result], None] | None = None,
+) -> list[dict[str, object]]:
+    """Measure every combination of model, size, batch, variant and task, in that nesting."""
+    results = []
+    for name in model_names:
+        for size in sizes:
+            for batch in batches:
+                for variant in variants:
+                    for task in ("train", "infer"):
+                        result = measure(
+                            name, size, batch, variant, task, device, width, warmup, repeats
+                        )
+                        if progress is not None:
+                            progress(result)
+                        results.append(asdict(result))
+    return results

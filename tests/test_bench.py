@@ -1,0 +1,86 @@
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from fcnlib import bench
+
+
+def test_time_call_warms_up_then_times_each_repeat():
+    calls = []
+    samples = bench.time_call(lambda: calls.append(1), torch.device("cpu"), warmup=4, repeats=7)
+    assert len(calls) == 11 and len(samples) == 7
+    assert all(s >= 0 for s in samples)
+
+
+def test_time_call_synchronises_before_every_clock_read(monkeypatch):
+    events = []
+    monkeypatch.setattr(bench, "synchronise", lambda device: events.append("sync"))
+    bench.time_call(lambda: events.append("call"), torch.device("cpu"), warmup=2, repeats=3)
+    # One sync after the warm-up, then one after each timed call, before the clock is read.
+    assert events == ["call", "call", "sync"] + ["call", "sync"] * 3
+
+
+def test_time_call_rejects_bad_counts():
+    with pytest.raises(ValueError, match="repeats >= 1"):
+        bench.time_call(lambda: None, torch.device("cpu"), repeats=0)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_flops_of_a_convolution_match_the_formula(train):
+    conv = nn.Conv2d(3, 8, kernel_size=3, padding=1, bias=False)
+    x = torch.randn(2, 3, 10, 12)
+    forward = 2 * 3 * 8 * 3 * 3 * 10 * 12 * 2  # a multiply and an add per weight and position
+    # Backward computes the gradient of the weight only (the input needs none): one more pass.
+    expected = 2 * forward if train else forward
+    assert bench.count_flops(conv, x, train=train) == expected
+
+
+def test_peak_is_looked_up_by_device_name(monkeypatch):
+    assert bench.peak_tflops(torch.device("cpu"), "bf16") is None
+    for name, bf16 in [("NVIDIA H100 80GB HBM3", 989.4), ("NVIDIA H100 PCIe", 756.0)]:
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device, name=name: name)
+        assert bench.peak_tflops(torch.device("cuda"), "bf16") == bf16
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "Some Other GPU")
+    assert bench.peak_tflops(torch.device("cuda"), "fp32") is None
+
+
+def test_measure_runs_every_variant_on_the_cpu():
+    for variant in ("fp32", "bf16", "bf16+channels_last"):
+        for task in ("train", "infer"):
+            result = bench.measure(
+                "fcn8s-vgg16",
+                (24, 32),
+                2,
+                variant,
+                task,
+                torch.device("cpu"),
+                width=1 / 32,
+                warmup=1,
+                repeats=2,
+            )
+            assert result.flops_per_image > 0 and result.images_per_s > 0
+            assert result.mfu is None  # no tabulated peak for a CPU
+            assert result.median_ms == pytest.approx(1000 * 2 / result.images_per_s)
+
+
+def test_peer_is_measured_the_same_way():
+    result = bench.measure(
+        "fcn_resnet50", (32, 32), 1, "fp32", "infer", torch.device("cpu"), warmup=0, repeats=1
+    )
+    assert result.model == "fcn_resnet50" and result.flops_per_image > 1e9
+
+
+def test_bad_names_are_refused():
+    with pytest.raises(ValueError, match="variant must be one of"):
+        bench.measure("fcn8s-vgg16", (8, 8), 1, "fp16", "infer", torch.device("cpu"))
+    with pytest.raises(ValueError, match="model must be one of"):
+        bench.build_model("fcn8s-resnet")
+
+
+def test_report_is_written_atomically(tmp_path):
+    path = tmp_path / "results" / "bench-cpu.json"
+    bench.write_report(path, {"results": [1, 2]})
+    assert json.loads(path.read_text()) == {"results": [1, 2]}
+    assert [p.name for p in path.parent.iterdir()] == ["bench-cpu.json"]
