@@ -155,3 +155,19 @@ def test_feature_extractor_names_unknown_taps():
         net = backbone.vgg16()
     with pytest.raises(ValueError, match="taps \\['pool6'\\]"):
         backbone.feature_extractor(net, ("pool3", "pool6"))
+
+
+def test_width_scales_every_channel_of_the_backbone():
+    net = backbone.vgg16(width=0.125, batch_norm=True)
+    convs = [m for m in net if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [8, 8, 16, 16] + [32] * 3 + [64] * 6 + [512, 512]
+    assert net.fc6.in_channels == 64 and net.fc6.kernel_size == (7, 7)
+    assert backbone.tap_channels(0.125) == {"pool3": 32, "pool4": 64, "drop7": 512}
+    assert backbone.tap_channels(0.001) == {"pool3": 1, "pool4": 1, "drop7": 4}
+    # initialised as torchvision's VGG: Kaiming (fan out) convolutions, N(0, 0.01) fc layers
+    assert net.conv2_1.weight.detach().std() == pytest.approx((2 / (16 * 9)) ** 0.5, rel=0.1)
+    assert net.fc7.weight.detach().std() == pytest.approx(0.01, rel=0.1)
+    with pytest.raises(ValueError, match=r"needs width=1\.0"):
+        backbone.vgg16("IMAGENET1K_V1", width=0.5)
+    with pytest.raises(ValueError, match="width must be positive"):
+        backbone.vgg16(width=0)

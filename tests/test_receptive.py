@@ -11,12 +11,14 @@ from torch import nn
 
 from fcnlib.receptive import (
     AxisGeometry,
+    LayerSpec,
     effective_receptive_field,
     empirical_receptive_field,
     format_table,
     receptive_field,
     receptive_field_table,
     spread,
+    symbolic_trace,
     vgg16_fc_conv,
 )
 
@@ -334,3 +336,26 @@ def test_effective_field_is_much_smaller_than_the_theoretical_one():
         ratios.append(max(spread(erf)) / r)
     # Luo et al.: the ERF grows like sqrt(depth), the theoretical field like depth.
     assert ratios[1] < 0.8 * ratios[0]
+
+
+class ShiftRight(nn.Module):
+    """Drops the first 3 columns with a slice: torch.fx alone could not see its geometry."""
+
+    def layer_spec(self) -> LayerSpec:
+        return LayerSpec(kernel=(1, 1), stride=(1, 1), padding=(0, -3), dilation=(1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[..., 3:] if x.shape[-1] > 3 else x
+
+
+def test_a_layer_can_state_its_own_geometry():
+    model = nn.Sequential(nn.Conv2d(1, 1, 3, stride=2), ShiftRight(), nn.Conv2d(1, 1, 3))
+    graph = symbolic_trace(model)
+    # The shape-dependent forward stays one call instead of being traced into.
+    assert [n.op for n in graph.graph.nodes].count("call_module") == 3
+    geometry = receptive_field(model)
+    # Dropping 3 columns at stride 2 moves every field 6 pixels right: P falls by 6.
+    assert (geometry.h.r, geometry.h.S, geometry.h.P) == (7, 2, 0)
+    assert (geometry.w.r, geometry.w.S, geometry.w.P) == (7, 2, -6)
+    measured = empirical_receptive_field(model, (15, 21), unit=(1, 1))
+    assert measured == geometry.region((1, 1))
