@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 
@@ -39,7 +40,379 @@ def _add_download(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_download)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_download]
+def _size(text: str) -> tuple[int, ...]:
+    """``352x480`` (height x width), ``320`` (square) or ``none`` (whole images: ``()``)."""
+    if text.lower() == "none":
+        return ()
+    try:
+        parts = [int(part) for part in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size: write 352x480, 320 or none")
+    return (parts[0], parts[-1])
+
+
+def _positive(kind: type) -> Callable[[str], int | float]:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a positive {kind.__name__}")
+        return value
+
+    return parse
+
+
+#: Command-line options of ``train``: (flags, TrainConfig field, argparse keywords, help).
+_TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, dict, str]] = [
+    (
+        ("--model",),
+        "model",
+        {"choices": ["fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce"]},
+        "the architecture (default: fcn8s)",
+    ),
+    (
+        ("--backbone",),
+        "backbone",
+        {"choices": ["vgg16", "vgg16_bn"]},
+        "VGG16, or VGG16 with batch norm",
+    ),
+    (
+        ("--width",),
+        "width",
+        {"type": _positive(float)},
+        "channel multiplier of the backbone; 0.125 gives a slim net that trains on a CPU",
+    ),
+    (
+        ("--pretrained",),
+        "pretrained",
+        {"action": argparse.BooleanOptionalAction},
+        "start the backbone from ImageNet weights (downloaded by torchvision once)",
+    ),
+    (("--dataset",), "dataset", {"choices": ["camvid", "voc"]}, "camvid, or voc (VOC 2012 + SBD)"),
+    (
+        ("--train-limit",),
+        "train_limit",
+        {"type": _positive(int), "metavar": "N"},
+        "train on the first N images only",
+    ),
+    (
+        ("--val-limit",),
+        "val_limit",
+        {"type": _positive(int), "metavar": "N"},
+        "validate on the first N images only",
+    ),
+    (
+        ("--crop",),
+        "crop_size",
+        {"type": _size, "metavar": "HxW"},
+        "training crop, e.g. 352x480, or none for whole images",
+    ),
+    (
+        ("--augment",),
+        "augment",
+        {"action": argparse.BooleanOptionalAction},
+        "random scale, crop, flip and colour jitter",
+    ),
+    (("--optimizer",), "optimizer", {"choices": ["sgd", "adamw"]}, "SGD with momentum, or AdamW"),
+    (("--lr",), "lr", {"type": _positive(float)}, "base learning rate"),
+    (("--momentum",), "momentum", {"type": float}, "SGD momentum"),
+    (("--weight-decay",), "weight_decay", {"type": float}, "L2 penalty on the weights"),
+    (
+        ("--loss",),
+        "loss",
+        {"choices": ["mean", "sum"]},
+        "cross-entropy averaged over the labelled pixels, or summed as in the paper",
+    ),
+    (
+        ("--class-weights",),
+        "class_weights",
+        {"action": argparse.BooleanOptionalAction},
+        "weight the loss by median-frequency class weights",
+    ),
+    (
+        ("--batch-size",),
+        "batch_size",
+        {"type": _positive(int)},
+        "images per optimiser step, over all GPUs",
+    ),
+    (
+        ("--micro-batch",),
+        "micro_batch",
+        {"type": _positive(int)},
+        "images per forward pass (gradient accumulation); 1 for whole VOC images",
+    ),
+    (("--steps",), "steps", {"type": _positive(int)}, "optimiser steps in all"),
+    (
+        ("--schedule",),
+        "schedule",
+        {"choices": ["constant", "poly"]},
+        "fixed learning rate, or polynomial decay to 0",
+    ),
+    (("--warmup",), "warmup_steps", {"type": int, "metavar": "STEPS"}, "linear warm-up steps"),
+    (
+        ("--amp",),
+        "amp",
+        {"choices": ["auto", "off", "bf16", "fp16"]},
+        "mixed precision; auto is bf16 on a GPU and off on a CPU",
+    ),
+    (
+        ("--channels-last",),
+        "channels_last",
+        {"action": argparse.BooleanOptionalAction},
+        "NHWC memory layout, faster with tensor cores",
+    ),
+    (
+        ("--compile",),
+        "compile",
+        {"action": argparse.BooleanOptionalAction},
+        "torch.compile the model (slow to start, faster per step)",
+    ),
+    (
+        ("--resident",),
+        "resident",
+        {"action": argparse.BooleanOptionalAction},
+        "decode the training set once and augment it on the device (CamVid)",
+    ),
+    (("--workers",), "num_workers", {"type": int, "metavar": "N"}, "data loading processes"),
+    (("--device",), "device", {}, "cpu, cuda, cuda:1, ... (default: auto)"),
+    (("--seed",), "seed", {"type": int}, "random seed of the data order, augmentation and init"),
+    (
+        ("--eval-interval",),
+        "eval_interval",
+        {"type": int, "metavar": "STEPS"},
+        "validate every STEPS steps (and at the end)",
+    ),
+    (
+        ("--checkpoint-interval",),
+        "checkpoint_interval",
+        {"type": int, "metavar": "STEPS"},
+        "save a checkpoint every STEPS steps (and at the end, and on Ctrl-C)",
+    ),
+]
+
+_TRAIN_EPILOG = """\
+examples:
+  fcnlib train --steps 2000                      # FCN-8s on CamVid, the modern recipe
+  fcnlib train --width 0.125 --crop 96x128 --train-limit 32 --steps 50 --device cpu
+  fcnlib train --recipe paper --model fcn32s --checkpoint runs/fcn32s.pt
+  fcnlib train --recipe paper --model fcn16s --init-from runs/fcn32s.pt \\
+      --checkpoint runs/fcn16s.pt                # staged: FCN-16s starts from FCN-32s
+  torchrun --nproc-per-node 4 -m fcnlib train --batch-size 64   # four GPUs
+
+The run saves its checkpoint every --checkpoint-interval steps, at the end and when stopped
+with Ctrl-C or SIGTERM; the same command run again resumes it exactly. --restart starts over.
+Recipes: "modern" trains from scratch on CamVid crops (VGG16-BN, AdamW, poly schedule);
+"paper" is the reference implementation on VOC + SBD (ImageNet VGG16, batch 1, momentum 0.99,
+summed loss, fixed rate 1e-10/1e-12/1e-14 for 32s/16s/8s) and needs a GPU and the VOC download;
+"paper-normalised" is its equivalent with a mean loss, batch 20, momentum 0.9 and rate 1e-4.
+"""
+
+
+def _train_config(args: argparse.Namespace):
+    from fcnlib.train import recipe
+
+    overrides = {field: getattr(args, field) for _, field, _, _ in _TRAIN_OPTIONS}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if overrides.get("crop_size") == ():
+        overrides["crop_size"] = None
+    model = overrides.pop("model", "fcn8s")
+    config = recipe(args.recipe, model, **overrides)
+    checkpoint = args.checkpoint or Path("runs") / f"{config.dataset}-{config.model}.pt"
+    return replace(config, checkpoint=str(checkpoint), progress=not args.quiet)
+
+
+def _train(args: argparse.Namespace) -> None:
+    import torch
+
+    from fcnlib import checkpoint, models
+    from fcnlib.runtime import seed_everything
+    from fcnlib.train import (
+        build_model,
+        class_weights,
+        distributed,
+        fit,
+        init_distributed,
+        load_data,
+        load_trained,
+        run_device,
+    )
+
+    config = _train_config(args)
+    path = Path(config.checkpoint)
+    if args.restart:
+        path.unlink(missing_ok=True)
+    if args.init_from is not None and not args.init_from.is_file():
+        raise FileNotFoundError(f"--init-from {args.init_from} does not exist")
+    init_distributed()
+    rank, _ = distributed()
+    say = print if rank == 0 else (lambda *a, **k: None)
+    if path.exists():
+        step = checkpoint.load(path)["step"]
+        if step >= config.steps:
+            say(
+                f"{path} is already trained to step {step}; evaluate it with "
+                f"`fcnlib evaluate {path}`, or pass --restart to train it again"
+            )
+            return
+        say(f"resuming {path} from step {step} of {config.steps}", file=sys.stderr)
+    device = run_device(config)
+    train_data, val_data, table = load_data(config, device)
+    seed_everything(config.seed)
+    model = build_model(config, table.num_classes)
+    if args.init_from is not None:
+        coarser, _ = load_trained(args.init_from)
+        models.init_from(model, coarser)
+    weights = class_weights(config)
+    history = fit(model, train_data, config, table, val_data, weights)
+    scores = history.evals[-1]
+    say(
+        f"step {history.steps[-1]}: loss {history.loss[-1]:.3f}, validation mean IU "
+        f"{100 * scores['mean_iu']:.1f} %, pixel accuracy {100 * scores['pixel_accuracy']:.1f} %"
+    )
+    say(f"checkpoint: {path}; per-class scores: fcnlib evaluate {path}")
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "train",
+        help="train an FCN; resumes an interrupted run",
+        description="Train an FCN (fcnlib.train.fit). Start from a recipe and change any of "
+        "its settings; every option left out keeps the recipe's value.",
+        epilog=_TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--recipe",
+        choices=["modern", "paper", "paper-normalised"],
+        default="modern",
+        help="the starting settings (default: modern)",
+    )
+    for flags, field, keywords, text in _TRAIN_OPTIONS:
+        parser.add_argument(*flags, dest=field, default=None, help=text, **keywords)
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="where to save (and resume) the run (default: runs/DATASET-MODEL.pt)",
+    )
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="staged training: start from the weights of a trained coarser net",
+    )
+    parser.add_argument("--restart", action="store_true", help="delete the checkpoint first")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_train)
+
+
+def _load(args: argparse.Namespace):
+    from fcnlib.classes import class_table
+    from fcnlib.train import load_trained
+
+    if args.device is not None:
+        import torch
+
+        device = torch.device(args.device)
+    else:
+        from fcnlib.runtime import device as default_device
+
+        device = default_device()
+    model, config = load_trained(args.checkpoint, device)
+    return model, config, class_table(config.dataset), device
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from fcnlib.data import CamVid, PascalVOC
+    from fcnlib.predict import evaluate, format_scores
+    from fcnlib.transforms import eval_transforms
+
+    model, config, table, device = _load(args)
+    source = CamVid if config.dataset == "camvid" else PascalVOC
+    split = args.split or ("test" if config.dataset == "camvid" else "seg11valid")
+    dataset = source(split, transforms=eval_transforms())
+    metrics = evaluate(model, dataset, table, device, limit=args.limit, progress=not args.quiet)
+    count = len(dataset) if args.limit is None else min(args.limit, len(dataset))
+    print(f"{config.model} on {config.dataset} {split}, {count} images")
+    print(format_scores(metrics, table, config.model if config.dataset == "voc" else None))
+
+
+def _add_evaluate(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "evaluate",
+        help="score a trained FCN: the paper's four metrics and the IU of every class",
+        description="Score a checkpoint written by `fcnlib train` on a split of its dataset: "
+        "pixel accuracy, mean accuracy, mean IU and frequency-weighted IU (the paper's "
+        "Section 5), and the IU of every class. On PASCAL VOC the published mean IU of the "
+        "same model is printed alongside.",
+        epilog="examples:\n"
+        "  fcnlib evaluate runs/camvid-fcn8s.pt              # CamVid test\n"
+        "  fcnlib evaluate runs/camvid-fcn8s.pt --split val --limit 20\n"
+        "  fcnlib evaluate runs/voc-fcn8s.pt                 # VOC seg11valid, with the paper's",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("checkpoint", type=Path, help="a checkpoint written by fcnlib train")
+    parser.add_argument(
+        "--split", help="CamVid train, val or test (default: test); VOC seg11valid (default)"
+    )
+    parser.add_argument(
+        "--limit", type=_positive(int), metavar="N", help="score the first N images only"
+    )
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: a GPU if any)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_evaluate)
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from fcnlib.data import read_image
+    from fcnlib.predict import predict, save_prediction
+
+    missing = [path for path in args.images if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"image {missing[0]} does not exist")
+    model, _, table, device = _load(args)
+    for path in args.images:
+        image = read_image(path)
+        labels = predict(model, image, device)
+        written = save_prediction(image, labels, table, args.out, path.stem)
+        print(f"{path} -> {written[0]}, {written[1]}")
+
+
+def _add_predict(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "predict",
+        help="label images with a trained FCN and write coloured label maps and overlays",
+        description="Label every pixel of each IMAGE with a checkpoint written by `fcnlib "
+        "train`. For photo.jpg it writes OUT/photo.png, the labels in the dataset's colours "
+        "(a palette PNG whose pixel values are the class ids), and OUT/photo_overlay.png, the "
+        "colours blended over the photo.",
+        epilog="examples:\n"
+        "  fcnlib predict street.jpg --checkpoint runs/camvid-fcn8s.pt\n"
+        "  fcnlib predict frames/*.png --checkpoint runs/camvid-fcn8s.pt --out labelled/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="JPEG or PNG files")
+    parser.add_argument(
+        "--checkpoint", type=Path, required=True, help="a checkpoint written by fcnlib train"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("predictions"), help="folder (default: predictions/)"
+    )
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: a GPU if any)")
+    parser.set_defaults(run=_predict)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_download,
+    _add_train,
+    _add_evaluate,
+    _add_predict,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,9 +434,12 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as error:
         print(f"fcnlib {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"fcnlib {args.command}: interrupted; run it again to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:  # fcnlib.train.Interrupted says where it saved
+        print(
+            f"fcnlib {args.command}: {stop or 'interrupted'}; run it again to resume",
+            file=sys.stderr,
+        )
+        return 128 + getattr(stop, "signum", 2)
     return 0
 
 

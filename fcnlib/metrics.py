@@ -15,6 +15,7 @@ mean rather than counted as 0 or 1.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -114,3 +115,46 @@ class SegmentationMetrics:
         if self.confusion is None:
             raise RuntimeError("no batch counted yet: call update(pred, target) first")
         return scores(self.confusion)
+
+
+def boundary_distance(target: torch.Tensor) -> torch.Tensor:
+    """Euclidean distance (pixels, float32) from each pixel of an (H, W) label map to a boundary.
+
+    A pixel lies on a boundary (distance 0) when one of its four neighbours has another label;
+    the ignored label counts as a label of its own, so the void band VOC draws around objects
+    is bounded too. A map with a single label has no boundary: every distance is infinite.
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    labels = target.cpu().numpy()
+    if labels.ndim != 2:
+        raise ValueError(f"target must be an (H, W) label map, got shape {tuple(labels.shape)}")
+    edge = np.zeros(labels.shape, dtype=bool)
+    vertical, horizontal = labels[1:] != labels[:-1], labels[:, 1:] != labels[:, :-1]
+    edge[1:] |= vertical
+    edge[:-1] |= vertical
+    edge[:, 1:] |= horizontal
+    edge[:, :-1] |= horizontal
+    if not edge.any():
+        return torch.full(labels.shape, float("inf"))
+    return torch.from_numpy(distance_transform_edt(~edge).astype(np.float32))
+
+
+def accuracy_by_boundary_distance(
+    pred: torch.Tensor, target: torch.Tensor, edges: list[float], ignore_index: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Counts of right and of all labelled pixels of one (H, W) map, binned by boundary distance.
+
+    Bin ``k`` holds the pixels whose :func:`boundary_distance` ``d`` satisfies
+    ``edges[k] <= d < edges[k + 1]``; pixels beyond the last edge are not counted. Returns two
+    int64 tensors of ``len(edges) - 1`` counts on the CPU; sum them over images and divide.
+    """
+    distance = boundary_distance(target)
+    pred, target = pred.cpu(), target.cpu()
+    counted = target != ignore_index if ignore_index is not None else torch.ones_like(distance) > 0
+    bins = torch.bucketize(distance, torch.tensor(edges, dtype=torch.float32), right=True) - 1
+    inside = counted & (bins >= 0) & (bins < len(edges) - 1)
+    size = len(edges) - 1
+    total = torch.bincount(bins[inside], minlength=size)
+    right = torch.bincount(bins[inside & (pred == target)], minlength=size)
+    return right, total

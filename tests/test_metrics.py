@@ -5,7 +5,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fcnlib.metrics import SegmentationMetrics, confusion_matrix, scores
+from fcnlib.metrics import (
+    SegmentationMetrics,
+    accuracy_by_boundary_distance,
+    boundary_distance,
+    confusion_matrix,
+    scores,
+)
 
 
 def loop_metrics(pred, target, num_classes, ignore_index):
@@ -125,3 +131,44 @@ def test_the_accumulator_counts_on_the_gpu_as_on_the_cpu():
     metrics.update(pred.cuda(), target.cuda())
     assert metrics.confusion.is_cuda
     assert torch.equal(metrics.confusion.cpu(), confusion_matrix(pred, target, 4, 4))
+
+
+def test_boundary_distance_of_a_vertical_edge():
+    # Columns 0-2 are class 0, columns 3-5 class 1: columns 2 and 3 are the boundary.
+    target = torch.tensor([[0, 0, 0, 1, 1, 1]] * 4)
+    assert boundary_distance(target)[0].tolist() == [2, 1, 0, 0, 1, 2]
+    assert boundary_distance(torch.zeros(3, 3, dtype=torch.long)).isinf().all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**16))
+def test_boundary_distance_matches_brute_force(seed):
+    generator = torch.Generator().manual_seed(seed)
+    target = torch.randint(0, 3, (5, 7), generator=generator)
+    target[:, :3] = 0  # some pixels far from any boundary
+    got = boundary_distance(target)
+    edge = [
+        (y, x)
+        for y in range(5)
+        for x in range(7)
+        if any(
+            0 <= y + dy < 5 and 0 <= x + dx < 7 and target[y + dy, x + dx] != target[y, x]
+            for dy, dx in ((0, 1), (1, 0), (0, -1), (-1, 0))
+        )
+    ]
+    for y in range(5):
+        for x in range(7):
+            nearest = min(math.hypot(y - ey, x - ex) for ey, ex in edge) if edge else math.inf
+            assert got[y, x].item() == pytest.approx(nearest)
+
+
+def test_accuracy_by_boundary_distance_bins_right_and_all_pixels():
+    target = torch.tensor([[0, 0, 0, 1, 1, 1]] * 2)
+    pred = torch.tensor([[0, 0, 1, 1, 1, 1], [0, 0, 1, 1, 1, 9]])
+    target[1, 5] = 9  # ignored
+    # Distances by column: 2 1 0 0 1 2 (row 1's void pixel moves its own boundary).
+    right, total = accuracy_by_boundary_distance(pred, target, [0, 1, 10], ignore_index=9)
+    distance = boundary_distance(target)
+    near = (distance < 1) & (target != 9)
+    assert total.tolist() == [int(near.sum()), int(((distance >= 1) & (target != 9)).sum())]
+    assert right.tolist() == [int((near & (pred == target)).sum()), int(total[1])]

@@ -1,0 +1,137 @@
+"""Running a trained FCN: label maps for images, scores over a dataset, pictures on disk.
+
+Whole images go through the network at their own size; an FCN needs no tiling or resizing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from fcnlib.classes import ClassTable
+from fcnlib.metrics import SegmentationMetrics
+from fcnlib.transforms import IMAGENET_MEAN, IMAGENET_STD
+from fcnlib.viz import overlay
+
+#: Mean IU (%) on PASCAL VOC 2011 seg11valid reported for the paper's models: the CVPR 2015
+#: paper (Table 2) and the reference implementation (PAMI 2016, fcn.berkeleyvision.org).
+REFERENCE_MEAN_IU: dict[str, dict[str, float]] = {
+    "fcn32s": {"CVPR 2015": 59.4, "reference": 63.6},
+    "fcn16s": {"CVPR 2015": 62.4, "reference": 65.0},
+    "fcn8s": {"CVPR 2015": 62.7, "reference": 65.5},
+    "fcn8s-atonce": {"reference": 65.4},
+}
+
+
+def _autocast(device: torch.device, amp: torch.dtype | None):
+    return torch.autocast(device.type, amp, enabled=amp is not None)
+
+
+def normalise(image: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) uint8 images to float32, scaled to [0, 1] and normalised as for ImageNet."""
+    mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=image.device).view(3, 1, 1)
+    return (image.float() / 255 - mean) / std
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    image: torch.Tensor,
+    device: torch.device | str | None = None,
+    amp: torch.dtype | None = None,
+) -> torch.Tensor:
+    """The (H, W) int64 label map (on the CPU) of one (3, H, W) uint8 image."""
+    if image.ndim != 3 or image.shape[0] != 3 or image.dtype != torch.uint8:
+        raise ValueError(
+            f"image must be a (3, H, W) uint8 tensor, got {image.dtype} {tuple(image.shape)}"
+        )
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    with _autocast(device, amp):
+        scores = model(normalise(image.to(device))[None])
+    model.train(was_training)
+    return scores[0].argmax(0).cpu()
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    table: ClassTable,
+    device: torch.device | str | None = None,
+    limit: int | None = None,
+    amp: torch.dtype | None = None,
+    progress: bool = False,
+) -> SegmentationMetrics:
+    """Score ``model`` on the first ``limit`` items (default: all) of ``dataset``.
+
+    ``dataset`` yields normalised (3, H, W) float images and (H, W) masks (``eval_transforms``);
+    each image goes through whole, one at a time, since sizes may differ. The confusion matrix
+    stays on the device. Under torch.distributed each process scores every ``world``-th image
+    and the matrices are summed, so every process returns the metrics of all of them.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    loader = DataLoader(Subset(dataset, range(rank, count, world)), batch_size=1)
+    metrics = SegmentationMetrics(table.num_classes, table.ignore_index)
+    metrics.confusion = torch.zeros(
+        (table.num_classes, table.num_classes), dtype=torch.int64, device=device
+    )
+    was_training = model.training
+    model.eval()
+    for images, masks in tqdm(loader, disable=not progress, desc="evaluate"):
+        with _autocast(device, amp):
+            scores = model(images.as_subclass(torch.Tensor).to(device))
+        metrics.update(scores.argmax(1), masks.as_subclass(torch.Tensor).to(device))
+    model.train(was_training)
+    if world > 1:
+        dist.all_reduce(metrics.confusion)
+    return metrics
+
+
+def format_scores(metrics: SegmentationMetrics, table: ClassTable, model: str | None = None) -> str:
+    """The paper's four metrics and the IU of every class as a text table, in percent.
+
+    With ``model`` (e.g. "fcn8s") on PASCAL VOC, the published mean IU of that model follows.
+    """
+    scores = metrics.compute()
+    lines = [f"{'metric':<24}{'ours':>8}"]
+    for key in ("pixel_accuracy", "mean_accuracy", "mean_iu", "frequency_weighted_iu"):
+        lines.append(f"{key.replace('_', ' '):<24}{100 * scores[key]:8.1f}")
+    lines.append("")
+    lines.append(f"{'class':<24}{'IU':>8}")
+    for name, iu in zip(table.classes, scores["per_class_iu"].tolist(), strict=True):
+        lines.append(f"{name:<24}{'absent' if np.isnan(iu) else f'{100 * iu:.1f}':>8}")
+    if model is not None and table.name.lower().startswith(("voc", "pascal")):
+        lines.append("")
+        lines.append(f"mean IU of {model} on seg11valid: ours {100 * scores['mean_iu']:.1f}")
+        for source, value in REFERENCE_MEAN_IU[model].items():
+            lines.append(f"  {source:<22}{value:8.1f}")
+    return "\n".join(lines)
+
+
+def save_prediction(
+    image: torch.Tensor, labels: torch.Tensor, table: ClassTable, folder: Path, stem: str
+) -> tuple[Path, Path]:
+    """Write ``STEM.png`` and ``STEM_overlay.png`` into ``folder``; return their paths.
+
+    ``STEM.png`` is a palette PNG: each pixel stores its class id and shows in the class's
+    colour, so the file is both a picture and a label map (as VOC's own label files are).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    label_path, overlay_path = folder / f"{stem}.png", folder / f"{stem}_overlay.png"
+    picture = Image.fromarray(labels.numpy().astype(np.uint8))  # "L"; the palette makes it "P"
+    picture.putpalette(table.palette().ravel().tolist())
+    picture.save(label_path)
+    Image.fromarray(overlay(image, labels, table)).save(overlay_path)
+    return label_path, overlay_path

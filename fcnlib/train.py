@@ -1,0 +1,748 @@
+"""Training an FCN: one loop for every model, recipe, device and number of GPUs.
+
+:func:`fit` trains any module that maps (N, 3, H, W) images to (N, C, H, W) scores with
+per-pixel cross-entropy. Everything about a run lives in one :class:`TrainConfig`; :func:`recipe`
+fills it in for the paper's schedules and for a modern one. The loop is written so that a run
+can stop at any step and go on exactly where it was:
+
+- the data order of epoch ``e`` is a function of ``(seed, e)`` alone (``DistributedSampler``),
+  and the augmentation of each item a function of ``(seed, e, position)``, so a resumed run skips
+  the batches it consumed and draws the same ones after them, with any number of workers;
+- a checkpoint (:mod:`fcnlib.checkpoint`) holds the model, optimiser, schedule, gradient scaler,
+  step, random number generators and configuration, written atomically every
+  ``checkpoint_interval`` steps, at the end, and when SIGINT or SIGTERM arrives.
+
+Under ``torchrun`` the same loop runs in every process with ``DistributedDataParallel``; each
+process takes its share of every global batch, and the loss is normalised by the pixel count of
+the global batch, so the gradient equals that of one process over the whole batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm.auto import tqdm
+
+from fcnlib import checkpoint
+from fcnlib.classes import ClassTable, class_table
+from fcnlib.predict import evaluate
+from fcnlib.resident import ResidentDataset, ResidentLoader
+from fcnlib.runtime import seed_everything
+from fcnlib.schedule import SCHEDULES, make_schedule
+
+MODELS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
+RECIPES = ("paper", "paper-normalised", "modern")
+#: The reference implementation's solvers: base_lr for an unnormalised loss, and max_iter.
+PAPER_LR = {"fcn32s": 1e-10, "fcn16s": 1e-12, "fcn8s": 1e-14, "fcn8s-atonce": 1e-10}
+PAPER_STEPS = {"fcn32s": 100_000, "fcn16s": 100_000, "fcn8s": 100_000, "fcn8s-atonce": 300_000}
+#: Options that may differ between a run and its resumption: they do not change the numbers.
+RESUMABLE = (
+    "steps_per_call",
+    "eval_interval",
+    "log_interval",
+    "checkpoint",
+    "checkpoint_interval",
+    "num_workers",
+    "val_limit",
+    "progress",
+    "compile",
+    "channels_last",
+    "device",
+)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Lengths are in pixels, intervals in steps.
+
+    A *step* is one optimiser update over ``batch_size`` images, summed over all processes;
+    each process feeds them ``micro_batch`` at a time (gradient accumulation), which whole
+    images of different sizes (PASCAL VOC without cropping) need. ``loss="sum"`` sums the
+    cross-entropy over the pixels of the batch, as the paper's Caffe nets did; ``"mean"``
+    divides by the number of labelled pixels.
+    """
+
+    model: str = "fcn8s"
+    backbone: str = "vgg16"
+    width: float = 1.0
+    pad100: bool = True
+    pretrained: bool = False
+    dataset: str = "camvid"
+    train_limit: int | None = None
+    val_limit: int | None = None
+    crop_size: tuple[int, int] | None = (352, 480)
+    augment: bool = True
+    optimizer: str = "sgd"
+    lr: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    bias_lr_mult: float = 1.0
+    loss: str = "mean"
+    class_weights: bool = False
+    batch_size: int = 1
+    micro_batch: int | None = None
+    steps: int = 1000
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    poly_power: float = 0.9
+    amp: str = "auto"
+    channels_last: bool = False
+    compile: bool = False
+    resident: bool = False
+    num_workers: int = 0
+    device: str = "auto"
+    seed: int = 0
+    deterministic: bool = False
+    eval_interval: int = 0
+    log_interval: int = 10
+    checkpoint: str | None = None
+    checkpoint_interval: int = 0
+    steps_per_call: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.crop_size, int):
+            self.crop_size = (self.crop_size, self.crop_size)
+        elif self.crop_size is not None:
+            self.crop_size = tuple(self.crop_size)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first option that makes no sense."""
+        choices = {
+            "model": MODELS,
+            "backbone": ("vgg16", "vgg16_bn"),
+            "dataset": ("camvid", "voc"),
+            "optimizer": ("sgd", "adamw"),
+            "loss": ("sum", "mean"),
+            "schedule": SCHEDULES,
+            "amp": ("auto", "off", "bf16", "fp16"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"
+                )
+        for name in ("lr", "width"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("batch_size", "steps", "log_interval"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
+        if self.crop_size is not None and min(self.crop_size) < 1:
+            raise ValueError(f"crop_size must be positive, got {self.crop_size}")
+        if self.micro_batch is not None and (
+            self.micro_batch < 1 or self.batch_size % self.micro_batch
+        ):
+            raise ValueError(
+                f"micro_batch ({self.micro_batch}) must divide batch_size ({self.batch_size})"
+            )
+        if self.crop_size is None and self.dataset == "voc" and (self.micro_batch or 2) > 1:
+            raise ValueError(
+                "PASCAL VOC images differ in size: without crop_size, set micro_batch to 1"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as plain Python values, as stored in checkpoints."""
+        values = dataclasses.asdict(self)
+        values["crop_size"] = list(self.crop_size) if self.crop_size else None
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """The inverse of :meth:`to_dict`; unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown configuration keys {unknown}")
+        return cls(**values)
+
+
+def recipe(name: str, model: str = "fcn8s", **overrides: Any) -> TrainConfig:
+    """The configuration of a named recipe for ``model``, with ``overrides`` applied.
+
+    - ``"paper"``: the reference implementation on PASCAL VOC + SBD. ImageNet VGG16, whole
+      images, batch 1, loss summed over pixels, SGD with momentum 0.99, weight decay 5e-4,
+      fixed learning rate 1e-10 / 1e-12 / 1e-14 for FCN-32s / 16s / 8s (1e-10 at once),
+      biases at twice the rate and without decay, 100,000 steps (300,000 at once).
+    - ``"paper-normalised"``: the CVPR paper's equivalent: mean loss, batch 20, momentum 0.9,
+      rate 1e-4, the same 100,000 images (5,000 steps).
+    - ``"modern"``: from scratch on CamVid crops: VGG16-BN, batch 16, AdamW at 1e-3 with weight
+      decay 1e-4, 200 warm-up steps then polynomial decay, median-frequency class weights,
+      bf16 autocast and channels-last on a GPU, data held on the GPU.
+    """
+    if name not in RECIPES:
+        raise ValueError(f"recipe must be one of {', '.join(RECIPES)}; got {name!r}")
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}; got {model!r}")
+    paper = dict(
+        model=model,
+        backbone="vgg16",
+        pretrained=True,
+        dataset="voc",
+        crop_size=None,
+        augment=False,
+        optimizer="sgd",
+        weight_decay=5e-4,
+        bias_lr_mult=2.0,
+        micro_batch=1,
+        schedule="constant",
+        eval_interval=4000,
+        checkpoint_interval=4000,
+    )
+    settings = {
+        "paper": dict(
+            paper,
+            lr=PAPER_LR[model],
+            momentum=0.99,
+            loss="sum",
+            batch_size=1,
+            steps=PAPER_STEPS[model],
+        ),
+        "paper-normalised": dict(
+            paper,
+            lr=1e-4,
+            momentum=0.9,
+            loss="mean",
+            batch_size=20,
+            steps=PAPER_STEPS[model] // 20,
+            eval_interval=200,
+            checkpoint_interval=200,
+        ),
+        "modern": dict(
+            model=model,
+            backbone="vgg16_bn",
+            dataset="camvid",
+            crop_size=(352, 480),
+            optimizer="adamw",
+            lr=1e-3,
+            weight_decay=1e-4,
+            loss="mean",
+            class_weights=True,
+            batch_size=16,
+            steps=4000,
+            schedule="poly",
+            warmup_steps=200,
+            amp="auto",
+            channels_last=torch.cuda.is_available(),  # on CPUs it slows batch norm down
+            resident=True,
+            eval_interval=500,
+            checkpoint_interval=500,
+        ),
+    }[name]
+    return TrainConfig(**{**settings, **overrides})
+
+
+#: Overrides of the "modern" recipe for the book's fast mode: a slim net on small CamVid
+#: crops that trains for a few seconds on a laptop CPU. It learns little; say so.
+FAST_MODE = dict(
+    width=0.0625,
+    crop_size=(96, 128),
+    batch_size=8,
+    train_limit=48,
+    val_limit=4,
+    steps=40,
+    lr=3e-3,
+    warmup_steps=5,
+    class_weights=False,
+    eval_interval=20,
+    log_interval=5,
+)
+
+
+def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
+    """The fcnlib model a configuration names, with ImageNet weights if ``config.pretrained``."""
+    from fcnlib import models
+
+    return models.build(
+        config.model,
+        num_classes,
+        backbone=config.backbone,
+        pad100=config.pad100,
+        weights="DEFAULT" if config.pretrained else None,
+        width=config.width,
+    )
+
+
+def load_data(
+    config: TrainConfig, device: torch.device | str = "cpu", eval_split: str | None = None
+) -> tuple[Dataset | ResidentDataset, Dataset, ClassTable]:
+    """The training data, the validation data and the class table that ``config`` names.
+
+    Training data is augmented by ``train_transforms`` (crops of ``crop_size``; no
+    augmentation and whole images without it), or held on ``device`` as a
+    :class:`~fcnlib.resident.ResidentDataset` if ``config.resident``; the first
+    ``train_limit`` images only, if set. Validation data (CamVid val, or VOC seg11valid, or
+    ``eval_split``) is normalised whole images.
+    """
+    from torch.utils.data import Subset
+
+    from fcnlib.data import CamVid, PascalVOC
+    from fcnlib.transforms import eval_transforms, train_transforms
+
+    table = class_table(config.dataset)
+    source, train_split, val_split = {
+        "camvid": (CamVid, "train", "val"),
+        "voc": (PascalVOC, "train", "seg11valid"),
+    }[config.dataset]
+    if config.resident:
+        train = ResidentDataset(source(train_split), device, limit=config.train_limit)
+    else:
+        if config.crop_size is None:
+            augment = eval_transforms()
+        else:
+            augment = train_transforms(
+                config.crop_size,
+                table.ignore_index,
+                scale_range=(0.5, 2.0) if config.augment else None,
+                hflip=config.augment,
+                jitter=config.augment,
+            )
+        train = source(train_split, transforms=augment)
+        if config.train_limit is not None:
+            train = Subset(train, range(min(config.train_limit, len(train))))
+    val = source(eval_split or val_split, transforms=eval_transforms())
+    return train, val, table
+
+
+def class_weights(config: TrainConfig) -> torch.Tensor | None:
+    """Median-frequency class weights of the training labels, or None if not configured."""
+    if not config.class_weights:
+        return None
+    from fcnlib.data import CamVid, PascalVOC
+    from fcnlib.stats import class_frequencies, median_frequency_weights
+
+    source = CamVid("train") if config.dataset == "camvid" else PascalVOC("train")
+    weights = median_frequency_weights(class_frequencies(source, limit=config.train_limit))
+    return torch.from_numpy(weights).float()
+
+
+def load_trained(
+    path: str | Path, device: torch.device | str = "cpu"
+) -> tuple[nn.Module, TrainConfig]:
+    """The model saved in checkpoint ``path``, in eval mode on ``device``, and its configuration."""
+    state = checkpoint.load(path)
+    config = TrainConfig.from_dict(state["config"])
+    model = build_model(dataclasses.replace(config, pretrained=False), state["num_classes"])
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), config
+
+
+@dataclass
+class History:
+    """What a run measured: the loss (per labelled pixel) and learning rate of every step,
+    and the validation scores every ``eval_interval`` steps."""
+
+    steps: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)
+    evals: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, list]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, list]) -> History:
+        return cls(**values)
+
+
+class NonFiniteLoss(ValueError):
+    """The loss became NaN or infinite; the weights were not updated with it."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the run after ``step`` steps; a checkpoint was saved."""
+
+    def __init__(self, step: int, path: str | None, signum: int) -> None:
+        saved = f"checkpoint saved to {path}" if path else "no checkpoint path was set"
+        super().__init__(f"stopped by {signal.Signals(signum).name} after step {step}; {saved}")
+        self.step, self.path, self.signum = step, path, signum
+
+
+class _StopOnSignal:
+    """Turns SIGINT and SIGTERM into a flag the loop checks between steps."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        signal.signal(signum, self.previous[signum])  # a second signal stops at once
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_StopOnSignal]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # signal handlers can only be set from the main thread
+            return
+        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for signum, handler in self.previous.items():
+                signal.signal(signum, handler)
+
+
+def distributed() -> tuple[int, int]:
+    """This process's rank and the number of processes (0 and 1 without torch.distributed)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> None:
+    """Join the process group that ``torchrun`` describes in the environment, if any.
+
+    NCCL on GPUs (one per process, by ``LOCAL_RANK``), gloo on CPUs.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def run_device(config: TrainConfig) -> torch.device:
+    """The device a run uses: ``config.device``, or this process's GPU, or the CPU."""
+    if config.device != "auto":
+        return torch.device(config.device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast type of a run: ``amp="auto"`` means bf16 on a GPU, float32 (None) on a CPU."""
+    amp = config.amp if config.amp != "auto" else ("bf16" if device.type == "cuda" else "off")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum or AdamW over the trainable parameters.
+
+    One-dimensional parameters (biases, normalisation scales) get ``bias_lr_mult`` times the
+    rate and no weight decay, as the reference nets' ``lr_mult: 2, decay_mult: 0`` did.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": config.weight_decay},
+        {
+            "params": [p for p in params if p.ndim <= 1],
+            "weight_decay": 0.0,
+            "lr": config.lr * config.bias_lr_mult,
+        },
+    ]
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+
+
+def _item_seed(seed: int, epoch: int, position: int) -> int:
+    """The seed of the augmentation of the item at ``position`` of epoch ``epoch``."""
+    return int(np.random.SeedSequence([seed, epoch, position]).generate_state(1)[0])
+
+
+class _SeededItems(Dataset):
+    """Reads ``dataset[index]`` with torch's generator seeded for that item, then restored."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            image, mask = self.dataset[index]
+        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+
+
+def _epoch_batches(
+    data: Dataset | ResidentDataset,
+    config: TrainConfig,
+    epoch: int,
+    skip: int,
+    device: torch.device,
+) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
+    """The steps of one epoch after the first ``skip``: lists of (images, masks) micro-batches.
+
+    Each process gets ``batch_size / world`` items a step. From files, global position ``p`` of
+    the epoch's permutation goes to process ``p % world``, as ``DistributedSampler`` deals them.
+    Held on the device, each process draws its own random crops from all of the data.
+    """
+    rank, world = distributed()
+    per_process = config.batch_size // world
+    micro = config.micro_batch or per_process
+    steps = len(data) // config.batch_size
+    if isinstance(data, ResidentDataset):
+        generator = torch.Generator().manual_seed(_item_seed(config.seed, epoch, rank))
+        loader = ResidentLoader(
+            data,
+            batch_size=micro,
+            crop_size=config.crop_size,
+            scale_range=(0.5, 2.0) if config.augment else (1.0, 1.0),
+            hflip=config.augment,
+            drop_last=True,
+            generator=generator,
+        )
+        # The crops of consumed steps are drawn again, on the device, and thrown away.
+        batches: Iterator = iter(loader)
+    else:
+        sampler = DistributedSampler(
+            data, num_replicas=world, rank=rank, seed=config.seed, drop_last=True
+        )
+        sampler.set_epoch(epoch)
+        keys = [
+            (i, _item_seed(config.seed, epoch, rank + world * k)) for k, i in enumerate(sampler)
+        ]
+        keys = keys[skip * per_process : steps * per_process]
+        loader = DataLoader(
+            _SeededItems(data),
+            batch_sampler=[keys[i : i + micro] for i in range(0, len(keys), micro)],
+            num_workers=config.num_workers,
+            pin_memory=device.type == "cuda",
+            generator=torch.Generator(),  # its base seed must not consume the global generator
+        )
+        batches, steps, skip = iter(loader), steps - skip, 0
+    step: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for done, (images, masks) in enumerate(batches):
+        if done // (per_process // micro) >= steps:
+            return
+        step.append((images, masks))
+        if len(step) == per_process // micro:
+            if done // (per_process // micro) >= skip:
+                yield [
+                    (i.to(device, non_blocking=True), m.to(device, non_blocking=True))
+                    for i, m in step
+                ]
+            step = []
+
+
+def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: str) -> None:
+    current = config.to_dict()
+    changed = [k for k in current if k not in RESUMABLE and saved.get(k) != current[k]]
+    if changed:
+        key = changed[0]
+        raise ValueError(
+            f"checkpoint {path} was written with {key}={saved.get(key)!r}, but this run has "
+            f"{key}={current[key]!r}: use the same settings to resume, or another checkpoint path"
+        )
+
+
+def fit(
+    model: nn.Module,
+    train_data: Dataset | ResidentDataset,
+    config: TrainConfig,
+    table: ClassTable,
+    val_data: Dataset | None = None,
+    class_weights: torch.Tensor | None = None,
+    callback: Callable[[History], None] | None = None,
+) -> History:
+    """Train ``model`` in place on ``train_data`` as ``config`` says, and return its history.
+
+    ``train_data`` yields ``(image float (3, h, w), mask int64 (h, w))`` pairs, already
+    augmented and normalised, or is a :class:`~fcnlib.resident.ResidentDataset`, which the loop
+    crops and augments on the device. ``val_data`` (whole images) is scored every
+    ``eval_interval`` steps and at the end. If ``config.checkpoint`` names an existing
+    checkpoint the run resumes from it. ``callback(history)`` runs every ``log_interval``
+    steps and after each validation: draw live curves there.
+
+    Raises :class:`NonFiniteLoss` naming the step where the loss became NaN or infinite, and
+    :class:`Interrupted` after saving a checkpoint when SIGINT or SIGTERM arrives.
+    """
+    rank, world = distributed()
+    if config.batch_size % world or (config.batch_size // world) % (config.micro_batch or 1):
+        raise ValueError(
+            f"batch_size {config.batch_size} must split into {world} processes of whole "
+            f"micro-batches of {config.micro_batch}"
+        )
+    steps_per_epoch = len(train_data) // config.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"the training set has {len(train_data)} images, fewer than batch_size "
+            f"{config.batch_size}"
+        )
+    device = run_device(config)
+    seed_everything(config.seed, config.deterministic)
+    raw_model = model.to(device)
+    if config.channels_last:
+        raw_model = raw_model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(raw_model, config)
+    schedule = make_schedule(
+        optimizer, config.steps, config.warmup_steps, config.poly_power, config.schedule
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
+    weight = None if class_weights is None else class_weights.float().to(device)
+    history, step = History(), 0
+    if config.checkpoint and Path(config.checkpoint).exists():
+        state = checkpoint.load(config.checkpoint)
+        _check_resumable(state["config"], config, config.checkpoint)
+        raw_model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        scaler.load_state_dict(state["scaler"])
+        checkpoint.set_rng_state(state["rng"])
+        history, step = History.from_dict(state["history"]), state["step"]
+    net = torch.compile(raw_model) if config.compile else raw_model
+    model = net
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        model = DistributedDataParallel(net, device_ids=ids)
+    dtype = amp_dtype(config, device)
+
+    def save() -> None:
+        if config.checkpoint and rank == 0:
+            state = {
+                "model": raw_model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "scaler": scaler.state_dict(),
+                "step": step,
+                "rng": checkpoint.rng_state(),
+                "config": config.to_dict(),
+                "num_classes": table.num_classes,
+                "dataset": table.name,
+                "history": history.to_dict(),
+            }
+            checkpoint.save(state, config.checkpoint)
+        if world > 1:
+            dist.barrier()
+
+    def validate() -> None:
+        # Not through DDP, whose forward expects every process to run it equally often.
+        metrics = evaluate(net, val_data, table, device=device, limit=config.val_limit, amp=dtype)
+        scores = metrics.compute()
+        history.eval_steps.append(step)
+        history.evals.append({k: v for k, v in scores.items() if isinstance(v, float)})
+
+    stop_at = config.steps
+    if config.steps_per_call:
+        stop_at = min(stop_at, step + config.steps_per_call)
+    bar = tqdm(
+        total=config.steps, initial=step, disable=not config.progress or rank != 0, desc="train"
+    )
+    with _StopOnSignal().installed() as stop:
+        while step < stop_at:
+            epoch, skip = divmod(step, steps_per_epoch)
+            for micro_batches in _epoch_batches(train_data, config, epoch, skip, device):
+                model.train()
+                labelled = sum((m != table.ignore_index).sum() for _, m in micro_batches)
+                flags = torch.stack([labelled, torch.tensor(stop.signum, device=device)])
+                if world > 1:  # every process learns of a signal and of the global pixel count
+                    dist.all_reduce(flags)
+                labelled_total, signum = int(flags[0]), int(flags[1])
+                if signum:
+                    save()
+                    bar.close()
+                    raise Interrupted(step, config.checkpoint, stop.signum or signal.SIGTERM)
+                # DDP averages gradients over processes; the scale turns that into the sum over
+                # the global batch, divided by its labelled pixels for the mean loss.
+                scale = world / max(labelled_total, 1) if config.loss == "mean" else world
+                optimizer.zero_grad(set_to_none=True)
+                loss_sum = torch.zeros((), device=device)
+                for index, (images, masks) in enumerate(micro_batches):
+                    if config.channels_last:
+                        images = images.contiguous(memory_format=torch.channels_last)
+                    last = index == len(micro_batches) - 1
+                    no_sync = model.no_sync if world > 1 and not last else contextlib.nullcontext
+                    with no_sync():
+                        with torch.autocast(device.type, dtype, enabled=dtype is not None):
+                            scores = model(images)
+                        loss = F.cross_entropy(
+                            scores.float(),
+                            masks,
+                            weight=weight,
+                            ignore_index=table.ignore_index,
+                            reduction="sum",
+                        )
+                        scaler.scale(loss * scale).backward()
+                    loss_sum += loss.detach()
+                if world > 1:
+                    dist.all_reduce(loss_sum)
+                loss_per_pixel = loss_sum.item() / max(labelled_total, 1)
+                if not math.isfinite(loss_per_pixel):
+                    bar.close()
+                    raise NonFiniteLoss(
+                        f"the loss became {loss_per_pixel} at step {step + 1}; the weights of "
+                        f"step {step} are kept. Lower the learning rate (it is "
+                        f"{schedule.get_last_lr()[0]:.3g}) or check the data"
+                    )
+                history.steps.append(step + 1)
+                history.loss.append(loss_per_pixel)
+                history.lr.append(schedule.get_last_lr()[0])
+                scaler.step(optimizer)
+                scaler.update()
+                schedule.step()
+                step += 1
+                bar.update()
+                if val_data is not None and (
+                    step == config.steps
+                    or (config.eval_interval and step % config.eval_interval == 0)
+                ):
+                    validate()
+                    bar.set_postfix(
+                        loss=f"{loss_per_pixel:.3f}", mIU=f"{history.evals[-1]['mean_iu']:.3f}"
+                    )
+                    if callback:
+                        callback(history)
+                elif step % config.log_interval == 0:
+                    bar.set_postfix(loss=f"{loss_per_pixel:.3f}")
+                    if callback:
+                        callback(history)
+                if step == stop_at or (
+                    config.checkpoint_interval and step % config.checkpoint_interval == 0
+                ):
+                    save()
+                if step >= stop_at:
+                    break
+    bar.close()
+    return history
+
+
+def plot_history(history: History, axes=None) -> None:
+    """Draw the training loss (per labelled pixel) and the validation mean IU against the step.
+
+    ``axes``: two matplotlib axes (default: a new figure with two panels).
+    """
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.2), layout="constrained")
+    loss_ax, iu_ax = axes
+    loss_ax.clear(), iu_ax.clear()
+    loss_ax.plot(history.steps, history.loss, lw=1)
+    loss_ax.set(xlabel="step", ylabel="training loss per pixel")
+    iu_ax.plot(history.eval_steps, [100 * e["mean_iu"] for e in history.evals], "o-")
+    iu_ax.set(xlabel="step", ylabel="validation mean IU (%)")
+
+
+class LiveCurves:
+    """A ``fit`` callback that redraws :func:`plot_history` in a notebook as the run goes on."""
+
+    def __init__(self) -> None:
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        self.figure, self.axes = plt.subplots(1, 2, figsize=(10, 3.2), layout="constrained")
+        plt.close(self.figure)  # shown through the display handle only, not again at the end
+        self.handle = display(self.figure, display_id=True)
+
+    def __call__(self, history: History) -> None:
+        plot_history(history, self.axes)
+        self.handle.update(self.figure)
