@@ -407,11 +407,105 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_predict)
 
 
+def _bench(args: argparse.Namespace) -> None:
+    import torch
+
+    from fcnlib import bench
+    from fcnlib.book import chapter_notebooks
+    from fcnlib.runtime import REPO_ROOT, device
+
+    where = torch.device(args.device) if args.device else device()
+    gpu = where.type == "cuda"
+    sizes = args.sizes or ([(500, 500), (360, 480)] if gpu else [(360, 480)])
+    batches = args.batches or ([1, 8] if gpu else [1])
+    variants = args.variants or (list(bench.VARIANTS) if gpu else ["fp32", "bf16"])
+
+    def show(result: bench.Result) -> None:
+        mfu = "" if result.mfu is None else f", MFU {100 * result.mfu:.1f} %"
+        print(
+            f"{result.model:>15} {result.height}x{result.width} batch {result.batch:<3} "
+            f"{result.variant:<27} {result.task:<5} {result.median_ms:9.2f} ms "
+            f"{result.images_per_s:9.2f} img/s {result.flops_per_image / 1e9:8.1f} GFLOP/img "
+            f"{result.achieved_tflops:7.2f} TFLOP/s{mfu}",
+            flush=True,
+        )
+
+    report: dict[str, object] = {"environment": bench.environment(where)}
+    report["results"] = bench.run(
+        where, sizes, batches, variants, args.models, args.width, args.warmup, args.repeats, show
+    )
+    if args.notebooks:
+        report["notebook_seconds"] = seconds = bench.time_notebooks(chapter_notebooks())
+        for name, taken in seconds.items():
+            print(f"notebook {name:<18} {taken:6.1f} s in fast mode")
+    out = args.out or REPO_ROOT / "results" / f"bench-{where.type}.json"
+    bench.write_report(out, report)
+    print(f"written to {out}")
+
+
+def _add_bench(commands: argparse._SubParsersAction) -> None:
+    from fcnlib.bench import MODELS, VARIANTS
+
+    parser = commands.add_parser(
+        "bench",
+        help="measure training throughput, inference latency and FLOPs against a peer model",
+        description="Time FCN-8s (VGG16 and VGG16-BN) and torchvision's fcn_resnet50 in one "
+        "run: a training step (forward, backward, SGD step) and inference, for each size, "
+        "batch and variant, after warm-up, with device synchronisation, as the median of "
+        "repeated calls. FLOPs are counted with torch.utils.flop_counter; on a GPU whose peak "
+        "is tabulated the model FLOPs utilisation (MFU) is reported. Results go to a JSON "
+        "file with the hardware and versions.",
+        epilog="examples:\n"
+        "  fcnlib bench                                   # all defaults for this machine\n"
+        "  fcnlib bench --device cuda --sizes 500x500 --batches 1 16\n"
+        "  fcnlib bench --device cpu --notebooks          # also time each chapter\n"
+        "defaults: on a GPU 500x500 and 360x480, batches 1 and 8, every variant; on a CPU "
+        "360x480, batch 1, fp32 and bf16",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: a GPU if any)")
+    parser.add_argument(
+        "--sizes", type=_size, nargs="+", metavar="HxW", help="input sizes, e.g. 500x500 360x480"
+    )
+    parser.add_argument("--batches", type=_positive(int), nargs="+", metavar="N")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(VARIANTS),
+        metavar="VARIANT",
+        help=f"any of {', '.join(VARIANTS)}",
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=list(MODELS),
+        default=list(MODELS),
+        metavar="MODEL",
+        help=f"any of {', '.join(MODELS)} (default: all)",
+    )
+    parser.add_argument(
+        "--width",
+        type=_positive(float),
+        default=1.0,
+        help="channel width of the FCN-8s backbones (default 1.0, the real VGG16)",
+    )
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
+    parser.add_argument(
+        "--repeats", type=_positive(int), default=10, help="timed calls (default 10)"
+    )
+    parser.add_argument(
+        "--notebooks", action="store_true", help="also time every chapter in fast mode"
+    )
+    parser.add_argument("--out", type=Path, help="JSON file (default: results/bench-DEVICE.json)")
+    parser.set_defaults(run=_bench)
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_download,
     _add_train,
     _add_evaluate,
     _add_predict,
+    _add_bench,
 ]
 
 

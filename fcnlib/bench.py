@@ -84,11 +84,17 @@ def peak_tflops(device: torch.device, precision: str) -> float | None:
     return None
 
 
+def channel_width(name: str, width: float) -> float:
+    """The channel width ``name`` is built with: ``width`` for FCN-8s, 1.0 for the peer."""
+    return 1.0 if name == "fcn_resnet50" else width
+
+
 def build_model(name: str, num_classes: int = 21, width: float = 1.0) -> nn.Module:
-    """One of ``MODELS``, randomly initialised, returning (N, num_classes, H, W) logits."""
+    """One of ``MODELS``, randomly initialised, returning (N, num_classes, H, W) logits.
+
+    ``width`` scales the channels of the FCN-8s backbones; the peer is always the real one.
+    """
     if name == "fcn_resnet50":
-        if width != 1.0:
-            raise ValueError("fcn_resnet50 has no width option: measure it with width 1.0")
         return _OutputOnly(
             torchvision.models.segmentation.fcn_resnet50(
                 weights=None, weights_backbone=None, num_classes=num_classes
@@ -131,6 +137,7 @@ class Result:
     batch: int
     variant: str
     task: str  # "train" (forward + backward + SGD step) or "infer" (forward, no gradients)
+    channel_width: float  # of the backbone: 1.0 is the real network
     median_ms: float
     images_per_s: float
     flops_per_image: int
@@ -156,6 +163,7 @@ def measure(
         raise ValueError(f"task must be 'train' or 'infer', got {task!r}")
     options = VARIANTS[variant]
     memory_format = torch.channels_last if options["channels_last"] else torch.contiguous_format
+    width = channel_width(name, width)
     model = build_model(name, width=width).to(device, memory_format=memory_format)
     model.train(task == "train")
     inputs = torch.randn(batch, 3, *size, device=device).to(memory_format=memory_format)
@@ -191,6 +199,7 @@ def measure(
         batch=batch,
         variant=variant,
         task=task,
+        channel_width=width,
         median_ms=1000 * seconds,
         images_per_s=batch / seconds,
         flops_per_image=flops // batch,
@@ -272,3 +281,32 @@ def run(
                             progress(result)
                         results.append(asdict(result))
     return results
+
+
+def format_results(results: list[dict[str, object]]) -> str:
+    """A plain-text table of measured results, one line each."""
+    lines = [
+        f"{'model':<15} {'size':>7} {'batch':>5} {'variant':<27} {'task':<5} "
+        f"{'ms':>9} {'img/s':>8} {'GFLOP/img':>9} {'TFLOP/s':>8} {'MFU':>6}"
+    ]
+    for r in results:
+        mfu = "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
+        lines.append(
+            f"{r['model']:<15} {r['height']:>3}x{r['width']:<3} {r['batch']:>5} "
+            f"{r['variant']:<27} {r['task']:<5} {r['median_ms']:>9.2f} {r['images_per_s']:>8.2f} "
+            f"{r['flops_per_image'] / 1e9:>9.1f} {r['achieved_tflops']:>8.3f} {mfu:>6}"
+        )
+    return "\n".join(lines)
+
+
+def peer_ratios(results: list[dict[str, object]], peer: str = "fcn_resnet50") -> list[dict]:
+    """Images per second of each model over the peer's, for every configuration both ran."""
+    key = ("height", "width", "batch", "variant", "task")
+    peers = {tuple(r[k] for k in key): r for r in results if r["model"] == peer}
+    ratios = []
+    for r in results:
+        match = peers.get(tuple(r[k] for k in key))
+        if r["model"] != peer and match is not None:
+            ratio = r["images_per_s"] / match["images_per_s"]
+            ratios.append({**{k: r[k] for k in ("model", *key)}, "ratio": ratio})
+    return ratios

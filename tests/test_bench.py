@@ -84,3 +84,56 @@ def test_report_is_written_atomically(tmp_path):
     bench.write_report(path, {"results": [1, 2]})
     assert json.loads(path.read_text()) == {"results": [1, 2]}
     assert [p.name for p in path.parent.iterdir()] == ["bench-cpu.json"]
+
+
+def test_command_line_writes_a_report_with_the_environment(tmp_path, capsys):
+    from fcnlib.__main__ import main
+
+    out = tmp_path / "bench.json"
+    argv = ["bench", "--device", "cpu", "--sizes", "24x32", "--batches", "1", "--variants"]
+    argv += ["fp32", "--models", "fcn8s-vgg16", "fcn_resnet50", "--width", "0.03125"]
+    assert main([*argv, "--warmup", "0", "--repeats", "1", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["environment"]["device"] == "cpu" and report["environment"]["torch"]
+    rows = [(r["model"], r["task"], r["channel_width"]) for r in report["results"]]
+    assert rows == [
+        ("fcn8s-vgg16", "train", 0.03125),
+        ("fcn8s-vgg16", "infer", 0.03125),
+        ("fcn_resnet50", "train", 1.0),
+        ("fcn_resnet50", "infer", 1.0),
+    ]
+    assert "fcn8s-vgg16 24x32 batch 1" in capsys.readouterr().out
+
+
+def row(model, images_per_s, variant="fp32", task="infer", mfu=None):
+    return {
+        "model": model,
+        "height": 360,
+        "width": 480,
+        "batch": 1,
+        "variant": variant,
+        "task": task,
+        "median_ms": 1000 / images_per_s,
+        "images_per_s": images_per_s,
+        "flops_per_image": 2e11,
+        "achieved_tflops": 0.2 * images_per_s,
+        "mfu": mfu,
+    }
+
+
+def test_peer_ratios_pair_equal_configurations_only():
+    results = [
+        row("fcn8s-vgg16", 6.0),
+        row("fcn_resnet50", 3.0),
+        row("fcn8s-vgg16", 10.0, variant="bf16"),  # the peer did not run bf16
+        row("fcn8s-vgg16_bn", 1.5, task="infer"),
+    ]
+    ratios = {(r["model"], r["variant"]): r["ratio"] for r in bench.peer_ratios(results)}
+    assert ratios == {("fcn8s-vgg16", "fp32"): 2.0, ("fcn8s-vgg16_bn", "fp32"): 0.5}
+
+
+def test_results_table_has_one_line_per_result():
+    table = bench.format_results([row("fcn8s-vgg16", 4.0, mfu=0.512), row("fcn_resnet50", 2.0)])
+    lines = table.splitlines()
+    assert len(lines) == 3 and lines[0].split()[:2] == ["model", "size"]
+    assert "250.00" in lines[1] and "51.2%" in lines[1] and lines[2].endswith("-")

@@ -16,11 +16,11 @@ from pathlib import Path
 from urllib.parse import urldefrag, urlsplit
 
 import pytest
-import yaml
 
+from fcnlib.book import BOOK_DIR as BOOK
+from fcnlib.book import chapter_notebooks, toc_documents
 from fcnlib.runtime import REPO_ROOT
 
-BOOK = REPO_ROOT / "book"
 SCREENSHOTS = REPO_ROOT / "test-output" / "screenshots"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -31,15 +31,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-def toc_pages() -> list[str]:
-    """The documents of the table of contents, root first, as paths without suffix."""
-    toc = yaml.safe_load((BOOK / "_toc.yml").read_text())
-    pages = [toc["root"]]
-    for part in toc.get("parts", []):
-        pages += [chapter["file"] for chapter in part["chapters"]]
-    return pages
 
 
 @pytest.fixture(scope="session")
@@ -117,7 +108,7 @@ class Page:
         self.page.evaluate("() => window.MathJax?.startup?.promise")
 
 
-@pytest.mark.parametrize("doc", toc_pages())
+@pytest.mark.parametrize("doc", toc_documents())
 def test_page_renders_offline(browser, server, doc):
     loaded = Page(browser, f"{server}/{doc}.html")
     page = loaded.page
@@ -178,10 +169,6 @@ def test_internal_links_resolve(built_book):
             elif fragment and path.suffix == ".html" and fragment not in parsed[path].ids:
                 broken.append(f"{html.relative_to(built_book)} -> {link} (no such anchor)")
     assert broken == []
-
-
-def chapter_notebooks() -> list[Path]:
-    return [BOOK / f"{doc}.ipynb" for doc in toc_pages() if doc.startswith("chapters/")]
 
 
 @pytest.mark.parametrize("path", chapter_notebooks(), ids=lambda path: path.stem)
@@ -254,3 +241,19 @@ def test_receptive_field_calculator_answers_sliders_like_fcnlib(browser, server)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     calculator.screenshot(path=SCREENSHOTS / "receptive-fields-calculator.png")
     page.close()
+
+
+def test_chapters_come_in_the_order_the_book_teaches():
+    stems = [path.stem for path in chapter_notebooks()]
+    assert stems == [
+        "first-look",
+        "receptive-fields",
+        "downsampling",
+        "deconvolution",
+        "skip-fusion",
+        "data",
+        "training",
+        "evaluation",
+    ]
+    assert all(path.is_file() for path in chapter_notebooks())
+    assert toc_documents()[0] == "intro"
