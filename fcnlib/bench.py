@@ -229,6 +229,16 @@ def time_notebooks(paths: Iterable[Path], timeout: int = 600) -> dict[str, float
     return seconds
 
 
+def processor_name() -> str:
+    """The CPU's model name where Linux reports it, else what the platform module knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine()
+
+
 def environment(device: torch.device) -> dict[str, object]:
     """What the numbers were measured on: hardware, versions and the code's commit."""
     commit = subprocess.run(
@@ -236,7 +246,7 @@ def environment(device: torch.device) -> dict[str, object]:
     ).stdout.strip()
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "processor": platform.processor() or platform.machine(),
+        "processor": processor_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
