@@ -185,6 +185,10 @@ def test_chapter_states_goals_captions_figures_and_ends_with_exercises(path):
         shows_figure = any("image/png" in output.get("data", {}) for output in cell.outputs)
         caption = cell.metadata.get("mystnb", {}).get("figure", {}).get("caption")
         assert caption or not shows_figure, f"cell {index} shows a figure without a caption"
+        hidden = {"remove-input", "remove-cell", "remove-output"} & set(
+            cell.metadata.get("tags", [])
+        )
+        assert not hidden, f"cell {index} is removed from the page: collapse it with hide-input"
 
     headings = [i for i, c in enumerate(cells) if c.source.startswith("## Exercises")]
     assert headings, "the chapter ends with an Exercises section"
