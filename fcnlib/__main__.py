@@ -340,6 +340,19 @@ def _evaluate(args: argparse.Namespace) -> None:
     count = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     print(f"{config.model} on {config.dataset} {split}, {count} images")
     print(format_scores(metrics, table, config.model if config.dataset == "voc" else None))
+    if args.out or args.history:
+        from fcnlib import checkpoint
+        from fcnlib.predict import evaluation_record, history_rows
+        from fcnlib.records import environment, write_csv, write_json
+
+        state = checkpoint.load(args.checkpoint)
+        if args.out:
+            record = evaluation_record(state, metrics, table, split, count)
+            write_json(args.out, {**record, "environment": environment(device)})
+            print(f"scores written to {args.out}")
+        if args.history:
+            write_csv(args.history, *history_rows(state["history"]))
+            print(f"validation history written to {args.history}")
 
 
 def _add_evaluate(commands: argparse._SubParsersAction) -> None:
@@ -353,12 +366,24 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
         epilog="examples:\n"
         "  fcnlib evaluate runs/camvid-fcn8s.pt              # CamVid test\n"
         "  fcnlib evaluate runs/camvid-fcn8s.pt --split val --limit 20\n"
-        "  fcnlib evaluate runs/voc-fcn8s.pt                 # VOC seg11valid, with the paper's",
+        "  fcnlib evaluate runs/voc-fcn8s.pt                 # VOC seg11valid, with the paper's\n"
+        "  fcnlib evaluate runs/camvid-fcn8s.pt --out results/camvid-fcn8s.json \\\n"
+        "      --history results/camvid-fcn8s-history.csv   # record the run",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("checkpoint", type=Path, help="a checkpoint written by fcnlib train")
     parser.add_argument(
         "--split", help="CamVid train, val or test (default: test); VOC seg11valid (default)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="also write the scores, the training time and the machine to this JSON file",
+    )
+    parser.add_argument(
+        "--history",
+        type=Path,
+        help="also write the run's validations (step, training seconds, loss, metrics) as CSV",
     )
     parser.add_argument(
         "--limit", type=_positive(int), metavar="N", help="score the first N images only"
@@ -412,6 +437,7 @@ def _bench(args: argparse.Namespace) -> None:
 
     from fcnlib import bench
     from fcnlib.book import chapter_notebooks
+    from fcnlib.records import environment, write_json
     from fcnlib.runtime import REPO_ROOT, device
 
     where = torch.device(args.device) if args.device else device()
@@ -430,7 +456,7 @@ def _bench(args: argparse.Namespace) -> None:
             flush=True,
         )
 
-    report: dict[str, object] = {"environment": bench.environment(where)}
+    report: dict[str, object] = {"environment": environment(where)}
     report["results"] = bench.run(
         where, sizes, batches, variants, args.models, args.width, args.warmup, args.repeats, show
     )
@@ -439,7 +465,7 @@ def _bench(args: argparse.Namespace) -> None:
         for name, taken in seconds.items():
             print(f"notebook {name:<18} {taken:6.1f} s in fast mode")
     out = args.out or REPO_ROOT / "results" / f"bench-{where.type}.json"
-    bench.write_report(out, report)
+    write_json(out, report)
     print(f"written to {out}")
 
 

@@ -9,12 +9,8 @@ between the two mean something even where absolute numbers vary from machine to 
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -26,7 +22,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from fcnlib import models
-from fcnlib.runtime import REPO_ROOT
+from fcnlib.runtime import synchronise
 
 #: Dense peak throughput in TFLOP/s from NVIDIA's data sheets (no sparsity), by name fragment
 #: of ``torch.cuda.get_device_name`` and precision. FP32 is the non-tensor-core rate.
@@ -47,12 +43,6 @@ VARIANTS: dict[str, dict[str, object]] = {
 
 #: The models measured: FCN-8s on each backbone, and torchvision's peer.
 MODELS = ("fcn8s-vgg16", "fcn8s-vgg16_bn", "fcn_resnet50")
-
-
-def synchronise(device: torch.device) -> None:
-    """Wait for the device's queued work, so that a clock read after it counts that work."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_call(
@@ -227,43 +217,6 @@ def time_notebooks(paths: Iterable[Path], timeout: int = 600) -> dict[str, float
         client.execute()
         seconds[Path(path).stem] = time.perf_counter() - start
     return seconds
-
-
-def processor_name() -> str:
-    """The CPU's model name where Linux reports it, else what the platform module knows."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    return platform.processor() or platform.machine()
-
-
-def environment(device: torch.device) -> dict[str, object]:
-    """What the numbers were measured on: hardware, versions and the code's commit."""
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    return {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "processor": processor_name(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "cuda": torch.version.cuda,
-        "python": platform.python_version(),
-        "git_commit": commit or None,
-        "command": " ".join(["python -m fcnlib", *sys.argv[1:]]),
-    }
-
-
-def write_report(path: Path, report: dict[str, object]) -> None:
-    """Write ``report`` as JSON atomically: readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(report, indent=1) + "\n")
-    os.replace(partial, path)
 
 
 def run(

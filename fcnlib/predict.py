@@ -135,3 +135,52 @@ def save_prediction(
     picture.save(label_path)
     Image.fromarray(overlay(image, labels, table)).save(overlay_path)
     return label_path, overlay_path
+
+
+def evaluation_record(
+    state: dict, metrics: SegmentationMetrics, table: ClassTable, split: str, images: int
+) -> dict[str, object]:
+    """A JSON-ready record of a trained model's scores on ``images`` images of ``split``.
+
+    ``state`` is the checkpoint (``fcnlib.checkpoint.load``) that was scored: the record keeps
+    its configuration, its step count and its training time, so that the numbers can be
+    reproduced and set against the time they took. Fractions in [0, 1]; None for a class with
+    no pixels in either the labels or the predictions.
+    """
+    scores = metrics.compute()
+    per_class = [float(value) for value in scores["per_class_iu"].tolist()]
+    config, history = state["config"], state.get("history", {})
+    seconds = history.get("seconds", 0.0)
+    return {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "split": split,
+        "images": images,
+        "metrics": {k: v for k, v in scores.items() if k != "per_class_iu"},
+        "per_class_iu": {
+            name: None if np.isnan(value) else value
+            for name, value in zip(table.classes, per_class, strict=True)
+        },
+        "training": {
+            "steps": state["step"],
+            "seconds": seconds,
+            "images_per_second": state["step"] * config["batch_size"] / seconds
+            if seconds
+            else None,
+            "config": config,
+        },
+    }
+
+
+def history_rows(history: dict) -> tuple[list[str], list[list[object]]]:
+    """The validations of a training history (``History.to_dict()``) as CSV header and rows:
+    step, training seconds, the loss of that step, then every validation metric."""
+    names = sorted(history["evals"][0]) if history["evals"] else []
+    loss_at = dict(zip(history["steps"], history["loss"], strict=True))
+    rows = [
+        [step, seconds, loss_at.get(step), *(scores[name] for name in names)]
+        for step, seconds, scores in zip(
+            history["eval_steps"], history["eval_seconds"], history["evals"], strict=True
+        )
+    ]
+    return ["step", "train_seconds", "loss", *names], rows

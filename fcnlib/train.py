@@ -25,6 +25,7 @@ import math
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,7 @@ from fcnlib import checkpoint
 from fcnlib.classes import ClassTable, class_table
 from fcnlib.predict import evaluate
 from fcnlib.resident import ResidentDataset, ResidentLoader
-from fcnlib.runtime import seed_everything
+from fcnlib.runtime import seed_everything, synchronise
 from fcnlib.schedule import SCHEDULES, make_schedule
 
 MODELS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
@@ -349,13 +350,16 @@ def load_trained(
 @dataclass
 class History:
     """What a run measured: the loss (per labelled pixel) and learning rate of every step,
-    and the validation scores every ``eval_interval`` steps."""
+    the validation scores every ``eval_interval`` steps, and the wall-clock seconds of training
+    (validation, checkpoints and callbacks excluded) in all and at each validation."""
 
     steps: list[int] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
     eval_steps: list[int] = field(default_factory=list)
     evals: list[dict[str, float]] = field(default_factory=list)
+    eval_seconds: list[float] = field(default_factory=list)
+    seconds: float = 0.0
 
     def to_dict(self) -> dict[str, list]:
         return dataclasses.asdict(self)
@@ -624,11 +628,25 @@ def fit(
         if world > 1:
             dist.barrier()
 
+    mark = time.perf_counter()
+
+    @contextlib.contextmanager
+    def clock_stopped() -> Iterator[None]:
+        # Validation, checkpoints and plotting are not training: the clock stops for them.
+        nonlocal mark
+        synchronise(device)
+        history.seconds += time.perf_counter() - mark
+        try:
+            yield
+        finally:
+            mark = time.perf_counter()
+
     def validate() -> None:
         # Not through DDP, whose forward expects every process to run it equally often.
         metrics = evaluate(net, val_data, table, device=device, limit=config.val_limit, amp=dtype)
         scores = metrics.compute()
         history.eval_steps.append(step)
+        history.eval_seconds.append(history.seconds)
         history.evals.append({k: v for k, v in scores.items() if isinstance(v, float)})
 
     stop_at = config.steps
@@ -648,7 +666,8 @@ def fit(
                     dist.all_reduce(flags)
                 labelled_total, signum = int(flags[0]), int(flags[1])
                 if signum:
-                    save()
+                    with clock_stopped():
+                        save()
                     bar.close()
                     raise Interrupted(step, config.checkpoint, stop.signum or signal.SIGTERM)
                 # DDP averages gradients over processes; the scale turns that into the sum over
@@ -695,20 +714,24 @@ def fit(
                     step == config.steps
                     or (config.eval_interval and step % config.eval_interval == 0)
                 ):
-                    validate()
-                    bar.set_postfix(
-                        loss=f"{loss_per_pixel:.3f}", mIU=f"{history.evals[-1]['mean_iu']:.3f}"
-                    )
-                    if callback:
-                        callback(history)
+                    with clock_stopped():
+                        validate()
+                        bar.set_postfix(
+                            loss=f"{loss_per_pixel:.3f}",
+                            mIU=f"{history.evals[-1]['mean_iu']:.3f}",
+                        )
+                        if callback:
+                            callback(history)
                 elif step % config.log_interval == 0:
                     bar.set_postfix(loss=f"{loss_per_pixel:.3f}")
                     if callback:
-                        callback(history)
+                        with clock_stopped():
+                            callback(history)
                 if step == stop_at or (
                     config.checkpoint_interval and step % config.checkpoint_interval == 0
                 ):
-                    save()
+                    with clock_stopped():
+                        save()
                 if step >= stop_at:
                     break
     bar.close()

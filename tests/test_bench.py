@@ -79,13 +79,6 @@ def test_bad_names_are_refused():
         bench.build_model("fcn8s-resnet")
 
 
-def test_report_is_written_atomically(tmp_path):
-    path = tmp_path / "results" / "bench-cpu.json"
-    bench.write_report(path, {"results": [1, 2]})
-    assert json.loads(path.read_text()) == {"results": [1, 2]}
-    assert [p.name for p in path.parent.iterdir()] == ["bench-cpu.json"]
-
-
 def test_command_line_writes_a_report_with_the_environment(tmp_path, capsys):
     from fcnlib.__main__ import main
 

@@ -1,5 +1,7 @@
 """The command line: help a newcomer can read, one-line errors, and train -> evaluate -> predict."""
 
+import csv
+import json
 import shutil
 import subprocess
 import sys
@@ -10,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+import fcnlib
 from fcnlib.__main__ import main
 
 
@@ -67,10 +70,25 @@ def test_train_evaluate_predict_end_to_end(camvid_root, tmp_path, capsys):
     assert main(argv) == 0  # a finished run is not trained again
     assert "already trained to step 3" in capsys.readouterr().out
 
-    assert main(["evaluate", str(run), "--limit", "2", "--device", "cpu", "--quiet"]) == 0
+    record, history = tmp_path / "results" / "run.json", tmp_path / "results" / "history.csv"
+    argv = ["evaluate", str(run), "--limit", "2", "--device", "cpu", "--quiet"]
+    assert main([*argv, "--out", str(record), "--history", str(history)]) == 0
     report = capsys.readouterr().out
     assert "fcn8s on camvid test, 2 images" in report
     assert "mean iu" in report and "Bicyclist" in report
+    saved = json.loads(record.read_text())
+    assert (saved["model"], saved["split"], saved["images"]) == ("fcn8s", "test", 2)
+    assert f"{100 * saved['metrics']['mean_iu']:.1f}" in report  # the printed scores, recorded
+    assert list(saved["per_class_iu"]) == list(fcnlib.class_table("camvid").classes)
+    training = saved["training"]
+    assert training["steps"] == 3 and training["seconds"] > 0
+    assert training["images_per_second"] == pytest.approx(3 * 4 / training["seconds"])
+    assert saved["environment"]["device"] == "cpu"
+    with open(history) as file:
+        rows = list(csv.DictReader(file))
+    assert [int(row["step"]) for row in rows] == [3]  # validated once, at the end
+    assert 0 < float(rows[0]["train_seconds"]) <= training["seconds"]
+    assert float(rows[0]["mean_iu"]) == pytest.approx(state["history"]["evals"][0]["mean_iu"])
 
     image = next((camvid_root / "test").iterdir())
     out = tmp_path / "predictions"

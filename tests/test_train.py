@@ -77,6 +77,8 @@ def test_training_reduces_the_loss_and_validates():
     first, last = sum(history.loss[:5]) / 5, sum(history.loss[-5:]) / 5
     assert last < 0.5 * first
     assert history.eval_steps == [20, 40]
+    # Training time is recorded at each validation and in all, validation itself excluded.
+    assert 0 < history.eval_seconds[0] < history.eval_seconds[1] <= history.seconds
     assert history.evals[-1]["mean_iu"] > history.evals[0]["mean_iu"]
 
 

@@ -1,0 +1,79 @@
+"""Records of runs: what they ran on, and their results written as JSON or CSV, atomically.
+
+A benchmark or a trained model's scores are only worth keeping with the hardware, the library
+versions, the code's commit and the command that produced them; :func:`environment` gathers
+those. Files are written to a temporary name and renamed, so that a reader never sees half a
+file and an interrupted write leaves the old one in place.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+import torchvision
+
+from fcnlib.runtime import REPO_ROOT
+
+
+def processor_name() -> str:
+    """The CPU's model name where Linux reports it, else what the platform module knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine()
+
+
+def environment(device: torch.device) -> dict[str, object]:
+    """What a run ran on: the device, the CPU, library versions, the commit and the command."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "processor": processor_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "git_commit": commit or None,
+        "command": " ".join(["python -m fcnlib", *sys.argv[1:]]),
+    }
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, creating its folder if needed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text(text)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def write_json(path: Path, record: dict[str, object]) -> None:
+    """Write ``record`` as indented JSON, atomically."""
+    write_text(path, json.dumps(record, indent=1) + "\n")
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """Write a CSV file with ``header`` and one line per row, atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())
