@@ -311,18 +311,20 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_train)
 
 
+def _device(args: argparse.Namespace):
+    """The device ``--device`` names, else fcnlib's default (a GPU if there is one)."""
+    import torch
+
+    from fcnlib.runtime import device
+
+    return torch.device(args.device) if args.device else device()
+
+
 def _load(args: argparse.Namespace):
     from fcnlib.classes import class_table
     from fcnlib.train import load_trained
 
-    if args.device is not None:
-        import torch
-
-        device = torch.device(args.device)
-    else:
-        from fcnlib.runtime import device as default_device
-
-        device = default_device()
+    device = _device(args)
     model, config = load_trained(args.checkpoint, device)
     return model, config, class_table(config.dataset), device
 
@@ -433,14 +435,13 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
 
 
 def _bench(args: argparse.Namespace) -> None:
-    import torch
 
     from fcnlib import bench
     from fcnlib.book import chapter_notebooks
     from fcnlib.records import environment, write_json
-    from fcnlib.runtime import REPO_ROOT, device
+    from fcnlib.runtime import REPO_ROOT
 
-    where = torch.device(args.device) if args.device else device()
+    where = _device(args)
     gpu = where.type == "cuda"
     sizes = args.sizes or ([(500, 500), (360, 480)] if gpu else [(360, 480)])
     batches = args.batches or ([1, 8] if gpu else [1])

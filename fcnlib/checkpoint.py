@@ -8,14 +8,14 @@ dropout masks as an uninterrupted one.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from fcnlib.records import atomic_write
 
 
 def save(state: dict[str, Any], path: str | Path) -> Path:
@@ -24,25 +24,7 @@ def save(state: dict[str, Any], path: str | Path) -> Path:
     The data goes to a temporary file in the same folder, is flushed to the disk (``fsync``),
     and then renamed over ``path`` (``os.replace``, atomic on POSIX and Windows).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(state, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
-        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
-    return path
+    return atomic_write(path, lambda file: torch.save(state, file))
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
