@@ -212,13 +212,31 @@ summed loss, fixed rate 1e-10/1e-12/1e-14 for 32s/16s/8s) and needs a GPU and th
 """
 
 
-def _train_config(args: argparse.Namespace):
-    from fcnlib.train import recipe
-
-    overrides = {field: getattr(args, field) for _, field, _, _ in _TRAIN_OPTIONS}
+def _overrides(args: argparse.Namespace) -> dict:
+    """The TrainConfig settings given on the command line (``_TRAIN_OPTIONS``)."""
+    overrides = {field: getattr(args, field, None) for _, field, _, _ in _TRAIN_OPTIONS}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if overrides.get("crop_size") == ():
         overrides["crop_size"] = None
+    return overrides
+
+
+def _add_recipe_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    parser.add_argument(
+        "--recipe",
+        choices=["modern", "paper", "paper-normalised"],
+        default="modern",
+        help="the starting settings (default: modern)",
+    )
+    for flags, field, keywords, text in _TRAIN_OPTIONS:
+        if field not in skip:
+            parser.add_argument(*flags, dest=field, default=None, help=text, **keywords)
+
+
+def _train_config(args: argparse.Namespace):
+    from fcnlib.train import recipe
+
+    overrides = _overrides(args)
     model = overrides.pop("model", "fcn8s")
     config = recipe(args.recipe, model, **overrides)
     checkpoint = args.checkpoint or Path("runs") / f"{config.dataset}-{config.model}.pt"
@@ -228,52 +246,21 @@ def _train_config(args: argparse.Namespace):
 def _train(args: argparse.Namespace) -> None:
     import torch
 
-    from fcnlib import checkpoint, models
-    from fcnlib.runtime import seed_everything
-    from fcnlib.train import (
-        build_model,
-        class_weights,
-        distributed,
-        fit,
-        init_distributed,
-        load_data,
-        load_trained,
-        run_device,
-    )
+    from fcnlib.train import distributed, run
 
     config = _train_config(args)
     path = Path(config.checkpoint)
     if args.restart:
         path.unlink(missing_ok=True)
-    if args.init_from is not None and not args.init_from.is_file():
-        raise FileNotFoundError(f"--init-from {args.init_from} does not exist")
-    init_distributed()
-    rank, _ = distributed()
-    say = print if rank == 0 else (lambda *a, **k: None)
-    if path.exists():
-        step = checkpoint.load(path)["step"]
-        if step >= config.steps:
-            say(
-                f"{path} is already trained to step {step}; evaluate it with "
-                f"`fcnlib evaluate {path}`, or pass --restart to train it again"
-            )
-            return
-        say(f"resuming {path} from step {step} of {config.steps}", file=sys.stderr)
-    device = run_device(config)
-    train_data, val_data, table = load_data(config, device)
-    seed_everything(config.seed)
-    model = build_model(config, table.num_classes)
-    if args.init_from is not None:
-        coarser, _ = load_trained(args.init_from)
-        models.init_from(model, coarser)
-    weights = class_weights(config)
-    history = fit(model, train_data, config, table, val_data, weights)
-    scores = history.evals[-1]
-    say(
-        f"step {history.steps[-1]}: loss {history.loss[-1]:.3f}, validation mean IU "
-        f"{100 * scores['mean_iu']:.1f} %, pixel accuracy {100 * scores['pixel_accuracy']:.1f} %"
-    )
-    say(f"checkpoint: {path}; per-class scores: fcnlib evaluate {path}")
+    history = run(config, args.init_from)
+    if distributed()[0] == 0:
+        scores = history.evals[-1]
+        print(
+            f"step {history.steps[-1]}: loss {history.loss[-1]:.3f}, validation mean IU "
+            f"{100 * scores['mean_iu']:.1f} %, pixel accuracy "
+            f"{100 * scores['pixel_accuracy']:.1f} %"
+        )
+        print(f"checkpoint: {path}; per-class scores: fcnlib evaluate {path}")
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
@@ -287,14 +274,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         epilog=_TRAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--recipe",
-        choices=["modern", "paper", "paper-normalised"],
-        default="modern",
-        help="the starting settings (default: modern)",
-    )
-    for flags, field, keywords, text in _TRAIN_OPTIONS:
-        parser.add_argument(*flags, dest=field, default=None, help=text, **keywords)
+    _add_recipe_options(parser)
     parser.add_argument(
         "--checkpoint",
         type=Path,
@@ -311,6 +291,89 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_train)
 
 
+def _reproduce(args: argparse.Namespace) -> None:
+    from fcnlib.classes import class_table
+    from fcnlib.experiment import format_comparison, reproduce
+    from fcnlib.train import recipe
+
+    overrides = _overrides(args)
+    dataset = recipe(args.recipe, **overrides).dataset
+    runs = reproduce(
+        args.recipe,
+        args.models,
+        overrides,
+        args.runs,
+        args.results,
+        args.predictions,
+        args.limit,
+        progress=not args.quiet,
+        command=args.argv,
+    )
+    if runs:
+        print(format_comparison(runs, dataset, class_table(dataset).classes))
+
+
+_REPRODUCE_EPILOG = """\
+examples:
+  fcnlib reproduce                               # CamVid from scratch, the modern recipe
+  fcnlib reproduce --steps 3000 --models fcn8s-atonce
+  fcnlib reproduce --recipe paper                # the paper: VOC + SBD, ImageNet VGG16
+  fcnlib reproduce --width 0.0625 --crop 96x128 --train-limit 16 --steps 20 --limit 8 \\
+      --device cpu --results /tmp/results        # a minute on a CPU, to see it work
+
+Each net is trained into runs/DATASET-MODEL.pt, FCN-16s from FCN-32s and FCN-8s from FCN-16s;
+run the same command again to resume an interrupted experiment (finished nets are not
+retrained, only scored again). The results folder receives DATASET-MODEL.json (the four
+metrics, the IU of every class, training time, images per second, machine, versions, commit
+and this command), DATASET-MODEL-history.csv (the validations against training time) and
+DATASET-MODEL/*.png (labels of a few evaluation images). The book's evaluation chapter shows
+results/camvid-*.json next to the published numbers.
+"""
+
+
+def _add_reproduce(commands: argparse._SubParsersAction) -> None:
+    from fcnlib.experiment import STAGED_FROM
+
+    parser = commands.add_parser(
+        "reproduce",
+        help="the paper's experiment: FCN-32s, 16s, 8s staged and FCN-8s at once, scored",
+        description="Train FCN-32s, then FCN-16s from it and FCN-8s from that (staged, as in "
+        "the paper's Section 4.2), and FCN-8s at once; score each on the evaluation split "
+        "(CamVid test, VOC seg11valid), record the results and print them next to the "
+        "published mean IU. Every recipe option of `fcnlib train` applies to each net.",
+        epilog=_REPRODUCE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_recipe_options(parser, skip=("model",))
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=list(STAGED_FROM),
+        default=list(STAGED_FROM),
+        metavar="MODEL",
+        help=f"any of {', '.join(STAGED_FROM)} (default: all); a staged net needs its coarser "
+        "net's checkpoint",
+    )
+    parser.add_argument(
+        "--runs", type=Path, default=Path("runs"), help="checkpoints folder (default: runs/)"
+    )
+    parser.add_argument(
+        "--results", type=Path, default=Path("results"), help="results folder (default: results/)"
+    )
+    parser.add_argument(
+        "--predictions",
+        type=int,
+        default=3,
+        metavar="N",
+        help="label PNGs of N evaluation images per net (default 3)",
+    )
+    parser.add_argument(
+        "--limit", type=_positive(int), metavar="N", help="score the first N images only"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(run=_reproduce)
+
+
 def _device(args: argparse.Namespace):
     """The device ``--device`` names, else fcnlib's default (a GPU if there is one)."""
     import torch
@@ -320,41 +383,25 @@ def _device(args: argparse.Namespace):
     return torch.device(args.device) if args.device else device()
 
 
-def _load(args: argparse.Namespace):
-    from fcnlib.classes import class_table
-    from fcnlib.train import load_trained
-
-    device = _device(args)
-    model, config = load_trained(args.checkpoint, device)
-    return model, config, class_table(config.dataset), device
-
-
 def _evaluate(args: argparse.Namespace) -> None:
-    from fcnlib.data import CamVid, PascalVOC
-    from fcnlib.predict import evaluate, format_scores
-    from fcnlib.transforms import eval_transforms
+    from fcnlib.classes import class_table
+    from fcnlib.predict import format_scores, history_rows, score_checkpoint
+    from fcnlib.records import write_csv, write_json
 
-    model, config, table, device = _load(args)
-    source = CamVid if config.dataset == "camvid" else PascalVOC
-    split = args.split or ("test" if config.dataset == "camvid" else "seg11valid")
-    dataset = source(split, transforms=eval_transforms())
-    metrics = evaluate(model, dataset, table, device, limit=args.limit, progress=not args.quiet)
-    count = len(dataset) if args.limit is None else min(args.limit, len(dataset))
-    print(f"{config.model} on {config.dataset} {split}, {count} images")
-    print(format_scores(metrics, table, config.model if config.dataset == "voc" else None))
-    if args.out or args.history:
+    metrics, record = score_checkpoint(
+        args.checkpoint, args.split, args.limit, _device(args), not args.quiet, args.argv
+    )
+    model, dataset = record["model"], record["dataset"]
+    print(f"{model} on {dataset} {record['split']}, {record['images']} images")
+    print(format_scores(metrics, class_table(dataset), model if dataset == "voc" else None))
+    if args.out:
+        write_json(args.out, record)
+        print(f"scores written to {args.out}")
+    if args.history:
         from fcnlib import checkpoint
-        from fcnlib.predict import evaluation_record, history_rows
-        from fcnlib.records import environment, write_csv, write_json
 
-        state = checkpoint.load(args.checkpoint)
-        if args.out:
-            record = evaluation_record(state, metrics, table, split, count)
-            write_json(args.out, {**record, "environment": environment(device)})
-            print(f"scores written to {args.out}")
-        if args.history:
-            write_csv(args.history, *history_rows(state["history"]))
-            print(f"validation history written to {args.history}")
+        write_csv(args.history, *history_rows(checkpoint.load(args.checkpoint)["history"]))
+        print(f"validation history written to {args.history}")
 
 
 def _add_evaluate(commands: argparse._SubParsersAction) -> None:
@@ -396,13 +443,17 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
+    from fcnlib.classes import class_table
     from fcnlib.data import read_image
     from fcnlib.predict import predict, save_prediction
+    from fcnlib.train import load_trained
 
     missing = [path for path in args.images if not path.is_file()]
     if missing:
         raise FileNotFoundError(f"image {missing[0]} does not exist")
-    model, _, table, device = _load(args)
+    device = _device(args)
+    model, config = load_trained(args.checkpoint, device)
+    table = class_table(config.dataset)
     for path in args.images:
         image = read_image(path)
         labels = predict(model, image, device)
@@ -457,7 +508,7 @@ def _bench(args: argparse.Namespace) -> None:
             flush=True,
         )
 
-    report: dict[str, object] = {"environment": environment(where)}
+    report: dict[str, object] = {"environment": environment(where, args.argv)}
     report["results"] = bench.run(
         where, sizes, batches, variants, args.models, args.width, args.warmup, args.repeats, show
     )
@@ -532,6 +583,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_train,
     _add_evaluate,
     _add_predict,
+    _add_reproduce,
     _add_bench,
 ]
 
@@ -549,7 +601,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; bad input prints one line on stderr and returns 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # recorded with results, as the command that reproduces them
     try:
         args.run(args)
     except (OSError, ValueError) as error:

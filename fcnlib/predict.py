@@ -13,32 +13,18 @@ import torch.distributed as dist
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision.transforms.v2 import functional as F
 from tqdm.auto import tqdm
 
 from fcnlib.classes import ClassTable
 from fcnlib.metrics import SegmentationMetrics
+from fcnlib.published import published
 from fcnlib.transforms import IMAGENET_MEAN, IMAGENET_STD
 from fcnlib.viz import overlay
-
-#: Mean IU (%) on PASCAL VOC 2011 seg11valid reported for the paper's models: the CVPR 2015
-#: paper (Table 2) and the reference implementation (PAMI 2016, fcn.berkeleyvision.org).
-REFERENCE_MEAN_IU: dict[str, dict[str, float]] = {
-    "fcn32s": {"CVPR 2015": 59.4, "reference": 63.6},
-    "fcn16s": {"CVPR 2015": 62.4, "reference": 65.0},
-    "fcn8s": {"CVPR 2015": 62.7, "reference": 65.5},
-    "fcn8s-atonce": {"reference": 65.4},
-}
 
 
 def _autocast(device: torch.device, amp: torch.dtype | None):
     return torch.autocast(device.type, amp, enabled=amp is not None)
-
-
-def normalise(image: torch.Tensor) -> torch.Tensor:
-    """(..., 3, H, W) uint8 images to float32, scaled to [0, 1] and normalised as for ImageNet."""
-    mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=image.device).view(3, 1, 1)
-    return (image.float() / 255 - mean) / std
 
 
 @torch.no_grad()
@@ -57,7 +43,8 @@ def predict(
     was_training = model.training
     model.eval()
     with _autocast(device, amp):
-        scores = model(normalise(image.to(device))[None])
+        pixels = F.to_dtype(image.to(device), torch.float32, scale=True)
+        scores = model(F.normalize(pixels, IMAGENET_MEAN, IMAGENET_STD)[None])
     model.train(was_training)
     return scores[0].argmax(0).cpu()
 
@@ -115,24 +102,31 @@ def format_scores(metrics: SegmentationMetrics, table: ClassTable, model: str | 
     if model is not None and table.name.lower().startswith(("voc", "pascal")):
         lines.append("")
         lines.append(f"mean IU of {model} on seg11valid: ours {100 * scores['mean_iu']:.1f}")
-        for source, value in REFERENCE_MEAN_IU[model].items():
+        for source, value in published("voc", model).items():
             lines.append(f"  {source:<22}{value:8.1f}")
     return "\n".join(lines)
+
+
+def save_labels(labels: torch.Tensor, table: ClassTable, path: Path) -> Path:
+    """Write an (H, W) label map to ``path`` as a palette PNG and return ``path``.
+
+    Each pixel stores its class id and shows in the class's colour, so the file is both a
+    picture and a label map (as VOC's own label files are); ``read_label`` reads it back.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture = Image.fromarray(labels.numpy().astype(np.uint8))  # "L"; the palette makes it "P"
+    picture.putpalette(table.palette().ravel().tolist())
+    picture.save(path)
+    return path
 
 
 def save_prediction(
     image: torch.Tensor, labels: torch.Tensor, table: ClassTable, folder: Path, stem: str
 ) -> tuple[Path, Path]:
-    """Write ``STEM.png`` and ``STEM_overlay.png`` into ``folder``; return their paths.
-
-    ``STEM.png`` is a palette PNG: each pixel stores its class id and shows in the class's
-    colour, so the file is both a picture and a label map (as VOC's own label files are).
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    label_path, overlay_path = folder / f"{stem}.png", folder / f"{stem}_overlay.png"
-    picture = Image.fromarray(labels.numpy().astype(np.uint8))  # "L"; the palette makes it "P"
-    picture.putpalette(table.palette().ravel().tolist())
-    picture.save(label_path)
+    """Write ``STEM.png`` (:func:`save_labels`) and ``STEM_overlay.png`` (the class colours
+    blended over ``image``) into ``folder``; return their paths."""
+    overlay_path = folder / f"{stem}_overlay.png"
+    label_path = save_labels(labels, table, folder / f"{stem}.png")
     Image.fromarray(overlay(image, labels, table)).save(overlay_path)
     return label_path, overlay_path
 
@@ -184,3 +178,42 @@ def history_rows(history: dict) -> tuple[list[str], list[list[object]]]:
         )
     ]
     return ["step", "train_seconds", "loss", *names], rows
+
+
+def evaluation_split(dataset: str) -> str:
+    """The split a dataset's trained models are scored on: CamVid test, VOC seg11valid."""
+    return {"camvid": "test", "voc": "seg11valid"}[dataset]
+
+
+def score_checkpoint(
+    path: str | Path,
+    split: str | None = None,
+    limit: int | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    command: list[str] | None = None,
+) -> tuple[SegmentationMetrics, dict[str, object]]:
+    """Score checkpoint ``path`` on the first ``limit`` images (default: all) of ``split``
+    (default: :func:`evaluation_split`), as ``fcnlib evaluate`` does.
+
+    Returns the metrics and their :func:`evaluation_record`, with the machine, versions,
+    commit and ``command`` (``fcnlib.records.environment``) under ``"environment"``.
+    """
+    from fcnlib import checkpoint
+    from fcnlib.classes import class_table
+    from fcnlib.data import CamVid, PascalVOC
+    from fcnlib.records import environment
+    from fcnlib.runtime import device as default_device
+    from fcnlib.train import load_trained
+    from fcnlib.transforms import eval_transforms
+
+    device = torch.device(device) if device is not None else default_device()
+    model, config = load_trained(path, device)
+    table = class_table(config.dataset)
+    split = split or evaluation_split(config.dataset)
+    source = CamVid if config.dataset == "camvid" else PascalVOC
+    dataset = source(split, transforms=eval_transforms())
+    metrics = evaluate(model, dataset, table, device, limit=limit, progress=progress)
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    record = evaluation_record(checkpoint.load(path), metrics, table, split, count)
+    return metrics, {**record, "environment": environment(device, command)}

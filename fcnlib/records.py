@@ -13,8 +13,8 @@ import io
 import json
 import os
 import platform
+import shlex
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -24,6 +24,11 @@ import torch
 import torchvision
 
 from fcnlib.runtime import REPO_ROOT
+
+# mkstemp creates files readable by their owner only; a record should get the permissions
+# any new file gets. The umask can only be read by setting it, so read it once, at import.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def processor_name() -> str:
@@ -36,8 +41,9 @@ def processor_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(device: torch.device) -> dict[str, object]:
-    """What a run ran on: the device, the CPU, library versions, the commit and the command."""
+def environment(device: torch.device, command: Sequence[str] | None = None) -> dict[str, object]:
+    """What a run ran on: the device, the CPU, library versions, the commit, and the command
+    line (``fcnlib``'s arguments, ``command``) that reproduces it, where there was one."""
     commit = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
     ).stdout.strip()
@@ -51,7 +57,7 @@ def environment(device: torch.device) -> dict[str, object]:
         "cuda": torch.version.cuda,
         "python": platform.python_version(),
         "git_commit": commit or None,
-        "command": " ".join(["python -m fcnlib", *sys.argv[1:]]),
+        "command": None if command is None else f"python -m fcnlib {shlex.join(command)}",
     }
 
 
@@ -60,12 +66,15 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
 
     The data is flushed to the disk (``fsync``) before the rename (``os.replace``, atomic on
     POSIX and Windows), and the rename itself is made durable where the system allows, so
-    readers see the old file or the new one, never half, even after a crash.
+    readers see the old file or the new one, never half, even after a crash. A new file gets
+    the permissions the umask gives; a replaced one keeps its own.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_UMASK
     try:
+        os.chmod(temporary, mode)
         with os.fdopen(handle, "wb") as file:
             write(file)
             file.flush()

@@ -3,7 +3,8 @@
 One spatial dimension of size ``i`` through a layer with kernel ``k``, stride ``s``, padding
 ``p`` and dilation ``d`` gives ``o = floor((i + 2p - d(k - 1) - 1) / s) + 1`` outputs. With
 ``ceil_mode`` (pooling only, as in Caffe) the floor becomes a ceiling, except that, as in
-PyTorch, a last window that would start in the right padding is dropped.
+PyTorch, a last window that would start in the right padding is dropped. A ceiling can turn a
+negative span into one output: a 2x2 pooling of a 1x1 input in ceil mode gives 1x1.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def output_size(
 ) -> int:
     """Output length, in positions, of a convolution or pooling over ``size`` input positions.
 
-    Returns 0 or less when the (dilated) kernel does not fit in the padded input.
+    Returns 0 or less when no window fits: when the (dilated) kernel is longer than the padded
+    input, except in ``ceil_mode`` where a window that starts inside the input still counts.
     """
     if size < 0 or kernel_size < 1 or stride < 1 or padding < 0 or dilation < 1:
         raise ValueError(
@@ -36,12 +38,10 @@ def output_size(
             f"dilation={dilation}"
         )
     span = size + 2 * padding - dilation * (kernel_size - 1) - 1
-    if span < 0:
-        return 0
     if not ceil_mode:
         return span // stride + 1
-    out = math.ceil(span / stride) + 1
-    if (out - 1) * stride >= size + padding:
+    out = -(-span // stride) + 1
+    if out > 0 and (out - 1) * stride >= size + padding:
         out -= 1
     return out
 

@@ -738,6 +738,44 @@ def fit(
     return history
 
 
+def run(
+    config: TrainConfig,
+    init_from: str | Path | None = None,
+    say: Callable[[str], None] = print,
+) -> History:
+    """Train the run ``config`` describes, as ``fcnlib train`` does, and return its history.
+
+    The run's checkpoint (``config.checkpoint``) decides where it starts: absent, from a new
+    model (with the weights of the trained coarser net in checkpoint ``init_from``, for staged
+    training); present, from where it stopped; trained to ``config.steps`` already, nowhere,
+    and its saved history is returned. ``say`` reports on rank 0 only.
+    """
+    from fcnlib import models
+
+    if init_from is not None and not Path(init_from).is_file():
+        raise FileNotFoundError(f"--init-from {init_from} does not exist")
+    init_distributed()
+    rank, _ = distributed()
+    if rank != 0:
+        say = lambda text: None  # noqa: E731
+    path = Path(config.checkpoint) if config.checkpoint else None
+    if path is not None and path.exists():
+        state = checkpoint.load(path)
+        _check_resumable(state["config"], config, str(path))
+        if state["step"] >= config.steps:
+            say(f"{path} is already trained to step {state['step']}")
+            return History.from_dict(state["history"])
+        say(f"resuming {path} from step {state['step']} of {config.steps}")
+    device = run_device(config)
+    train_data, val_data, table = load_data(config, device)
+    seed_everything(config.seed)
+    model = build_model(config, table.num_classes)
+    if init_from is not None:
+        coarser, _ = load_trained(init_from)
+        models.init_from(model, coarser)
+    return fit(model, train_data, config, table, val_data, class_weights(config))
+
+
 def plot_history(history: History, axes=None) -> None:
     """Draw the training loss (per labelled pixel) and the validation mean IU against the step.
 

@@ -88,6 +88,10 @@ def test_command_line_writes_a_report_with_the_environment(tmp_path, capsys):
     assert main([*argv, "--warmup", "0", "--repeats", "1", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["environment"]["device"] == "cpu" and report["environment"]["torch"]
+    assert (
+        report["environment"]["command"] == f"python -m fcnlib {' '.join(argv)} --warmup 0 "
+        f"--repeats 1 --out {out}"
+    )
     rows = [(r["model"], r["task"], r["channel_width"]) for r in report["results"]]
     assert rows == [
         ("fcn8s-vgg16", "train", 0.03125),

@@ -35,12 +35,22 @@ def test_a_failed_write_leaves_the_old_file_and_no_debris(tmp_path, monkeypatch)
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
 
 
+def test_new_files_get_the_umask_permissions_and_replaced_ones_keep_theirs(tmp_path, monkeypatch):
+    monkeypatch.setattr(records, "_UMASK", 0o027)  # as read from the process at import
+    records.write_json(tmp_path / "new.json", {})
+    assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o640
+    (tmp_path / "new.json").chmod(0o604)
+    records.write_json(tmp_path / "new.json", {"again": True})
+    assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o604
+
+
 def test_environment_names_the_machine_the_versions_and_the_commit():
-    found = records.environment(torch.device("cpu"))
+    found = records.environment(torch.device("cpu"), ["evaluate", "runs/a b.pt"])
     assert found["device"] == "cpu" and found["torch"] == torch.__version__
     assert found["processor"] and found["cpu_count"] >= 1
     assert re.fullmatch(r"[0-9a-f]{40}", found["git_commit"])
-    assert found["command"].startswith("python -m fcnlib")
+    assert found["command"] == "python -m fcnlib evaluate 'runs/a b.pt'"
+    assert records.environment(torch.device("cpu"))["command"] is None
 
 
 def test_history_rows_pair_each_validation_with_its_step_time_and_loss():

@@ -43,15 +43,25 @@ def test_output_size_matches_pooling_in_both_rounding_modes(
 ):
     assume(2 * padding <= kernel)  # PyTorch's rule for pooling
     expected = output_size(size, kernel, stride, padding, 1, ceil_mode)
-    assume(expected >= 1)
     pool = kind(kernel, stride, padding, ceil_mode=ceil_mode)
-    assert pool(torch.zeros(1, 1, size, kernel)).shape[-2] == expected
+    x = torch.zeros(1, 1, size, kernel)
+    if expected < 1:
+        with pytest.raises(RuntimeError):
+            pool(x)
+    else:
+        assert pool(x).shape[-2] == expected
 
 
 def test_ceil_mode_drops_a_window_that_would_start_in_the_padding():
     # ceil((5 + 2 - 2) / 2) + 1 = 4 windows, but the 4th would start at 6 >= 5 + 1: 3 remain.
     assert output_size(5, 2, 2, padding=1, ceil_mode=True) == 3
     assert nn.MaxPool2d(2, 2, 1, ceil_mode=True)(torch.zeros(1, 1, 5, 5)).shape[-1] == 3
+
+
+def test_ceil_mode_pools_an_input_smaller_than_the_kernel():
+    # span 1 - 2 = -1: floor(-1 / 2) + 1 = 0 windows, ceil(-1 / 2) + 1 = 1 window
+    assert output_size(1, 2, 2) == 0 and output_size(1, 2, 2, ceil_mode=True) == 1
+    assert nn.MaxPool2d(2, 2, ceil_mode=True)(torch.zeros(1, 1, 1, 1)).shape[-1] == 1
 
 
 def test_output_size_rejects_nonsense():

@@ -1,0 +1,249 @@
+"""The paper's experiment end to end: FCN-32s, FCN-16s and FCN-8s trained in stages, each
+starting from the one before (Section 4.2), and FCN-8s trained at once; every net scored on the
+evaluation split, recorded under ``results/`` and set against published numbers.
+
+:func:`reproduce` runs it and ``fcnlib reproduce`` is its command line. Each net is an ordinary
+``fcnlib train`` run with its own checkpoint, so an interrupted experiment goes on where it
+stopped, and a net already trained is scored again but not retrained. For each net ``MODEL``
+on ``DATASET`` the results folder receives
+
+- ``DATASET-MODEL.json``: the four metrics, the IU of every class, the training time and
+  throughput, the configuration, the machine, the versions, the commit and the command;
+- ``DATASET-MODEL-history.csv``: the validations, with the training seconds at each;
+- ``DATASET-MODEL/STEM.png``: its labels of a few evaluation images, as palette PNGs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fcnlib.published import VOC_MEAN_IU, published
+from fcnlib.runtime import REPO_ROOT
+
+#: The coarser net each net starts from in staged training; None: from scratch (or ImageNet).
+STAGED_FROM: dict[str, str | None] = {
+    "fcn32s": None,
+    "fcn16s": "fcn32s",
+    "fcn8s": "fcn16s",
+    "fcn8s-atonce": None,
+}
+
+#: Column headings of the per-class table.
+SHORT = {"fcn32s": "32s", "fcn16s": "16s", "fcn8s": "8s", "fcn8s-atonce": "8s once"}
+
+
+def label(model: str) -> str:
+    """How the book names a net: "FCN-32s", "FCN-16s, staged" or "FCN-8s, at once"."""
+    if model == "fcn8s-atonce":
+        return "FCN-8s, at once"
+    return f"FCN-{SHORT[model]}" + (", staged" if STAGED_FROM[model] else "")
+
+
+@dataclass
+class Run:
+    """One recorded net: its JSON record, its validations (CSV rows) and its label PNGs."""
+
+    record: dict[str, Any]
+    history: list[dict[str, float]]
+    predictions: list[Path]
+
+    @property
+    def seconds_before(self) -> float:
+        """Training seconds of the coarser nets this one started from (0 if from scratch)."""
+        return self.record.get("stage", {}).get("seconds_before", 0.0)
+
+    @property
+    def minutes(self) -> float:
+        """Training minutes in all, the coarser stages included."""
+        return (self.seconds_before + self.record["training"]["seconds"]) / 60
+
+
+def result_paths(results: Path, dataset: str, model: str) -> tuple[Path, Path, Path]:
+    """The record, history and predictions folder of ``model`` on ``dataset`` in ``results``."""
+    stem = results / f"{dataset}-{model}"
+    return stem.with_suffix(".json"), results / f"{dataset}-{model}-history.csv", stem
+
+
+def load_runs(dataset: str, results: str | Path | None = None) -> dict[str, Run]:
+    """The runs recorded in ``results`` (default: the repository's ``results/``) by model,
+    in the order of :data:`STAGED_FROM`; models without a record are left out."""
+    results = Path(results) if results is not None else REPO_ROOT / "results"
+    runs = {}
+    for model in STAGED_FROM:
+        record_path, history_path, folder = result_paths(results, dataset, model)
+        if not record_path.is_file():
+            continue
+        try:
+            record = json.loads(record_path.read_text())
+            rows = []
+            if history_path.is_file():
+                with open(history_path, newline="") as file:
+                    rows = [
+                        {key: float(value) for key, value in row.items() if value}
+                        for row in csv.DictReader(file)
+                    ]
+        except (ValueError, KeyError) as error:
+            raise ValueError(f"{record_path} or {history_path} cannot be read: {error}") from error
+        runs[model] = Run(record, rows, sorted(folder.glob("*.png")) if folder.is_dir() else [])
+    return runs
+
+
+def published_rows(dataset: str) -> list[tuple[str, float]]:
+    """Published mean IU (%) to compare with on ``dataset``, as (who, value) rows."""
+    if dataset == "camvid":
+        return list(published("camvid").items())
+    return [
+        (f"{label(model)} ({source})", value)
+        for model in VOC_MEAN_IU
+        for source, value in published("voc", model).items()
+    ]
+
+
+def format_comparison(runs: dict[str, Run], dataset: str, classes: Iterable[str] = ()) -> str:
+    """Our recorded runs next to the published numbers, as a text table in percent.
+
+    Minutes are of training only, the coarser stages included for staged nets. With
+    ``classes``, the IU of every class of every run follows.
+    """
+    split = "test" if dataset == "camvid" else "seg11valid"
+    lines = [f"{'mean IU (%) on ' + dataset + ' ' + split:<38}{'mean IU':>8}{'minutes':>9}"]
+    for model, run in runs.items():
+        metrics = run.record["metrics"]
+        lines.append(
+            f"{'ours: ' + label(model):<38}{100 * metrics['mean_iu']:8.1f}{run.minutes:9.1f}"
+        )
+    if not runs:
+        lines.append("ours: no run recorded in results/ yet")
+    for who, value in published_rows(dataset):
+        lines.append(f"{who:<38}{value:8.1f}")
+    classes = list(classes)
+    if runs and classes:
+        lines += ["", f"{'IU (%) of FCN-':<22}" + "".join(f"{SHORT[m]:>10}" for m in runs)]
+        for name in classes:
+            values = [run.record["per_class_iu"].get(name) for run in runs.values()]
+            cells = ["absent" if v is None else f"{100 * v:.1f}" for v in values]
+            lines.append(f"{name:<22}" + "".join(f"{cell:>10}" for cell in cells))
+    return "\n".join(lines)
+
+
+def plot_time_to_accuracy(runs: dict[str, Run], dataset: str, ax=None):
+    """Validation mean IU against minutes of training for each run, its final score on the
+    evaluation split as a star, and the published numbers as dashed lines. Returns ``ax``."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    for model, run in runs.items():
+        minutes = [(run.seconds_before + row["train_seconds"]) / 60 for row in run.history]
+        (line,) = ax.plot(minutes, [100 * row["mean_iu"] for row in run.history], "o-", ms=3)
+        line.set_label(label(model))
+        final = 100 * run.record["metrics"]["mean_iu"]
+        ax.plot(run.minutes, final, "*", ms=12, color=line.get_color())
+    for who, value in published_rows(dataset):
+        ax.axhline(value, color="grey", ls="--", lw=0.8)
+        ax.annotate(
+            who,
+            (0, value),
+            xycoords=("axes fraction", "data"),
+            xytext=(3, 2),
+            textcoords="offset points",
+            fontsize=7,
+            color="dimgrey",
+        )
+    if runs:
+        ax.legend(loc="lower right", fontsize=8)
+    else:
+        ax.text(
+            0.5,
+            0.5,
+            "no run recorded in results/ yet",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            color="dimgrey",
+        )
+    ax.set(xlabel="minutes of training", ylabel="mean IU (%)", ylim=(0, 100))
+    return ax
+
+
+def evaluation_frames(count: int, total: int) -> list[int]:
+    """``count`` indices spread evenly over ``total`` images, first and last included."""
+    if count <= 0 or total <= 0:
+        return []
+    return sorted({int(i) for i in np.linspace(0, total - 1, min(count, total)).round()})
+
+
+def reproduce(
+    recipe_name: str = "modern",
+    models: Iterable[str] = tuple(STAGED_FROM),
+    overrides: dict[str, Any] | None = None,
+    runs: str | Path = "runs",
+    results: str | Path = "results",
+    predictions: int = 3,
+    limit: int | None = None,
+    progress: bool = True,
+    say: Callable[[str], None] = print,
+    command: list[str] | None = None,
+) -> dict[str, Run]:
+    """Train, score and record each of ``models`` with recipe ``recipe_name`` (its settings
+    changed by ``overrides``), staged nets starting from the coarser net's checkpoint.
+
+    Checkpoints go to ``runs/DATASET-MODEL.pt`` and results to ``results`` (module docstring);
+    ``limit`` scores the first images only; ``predictions`` label PNGs are written per net;
+    ``command`` (``fcnlib``'s arguments) is recorded as the command that reproduces the runs.
+    Returns the recorded runs, as :func:`load_runs` reads them back.
+    """
+    from fcnlib import checkpoint
+    from fcnlib.classes import class_table
+    from fcnlib.data import CamVid, PascalVOC
+    from fcnlib.predict import history_rows, predict, save_labels, score_checkpoint
+    from fcnlib.records import write_csv, write_json
+    from fcnlib.train import distributed, load_trained, recipe, run, run_device
+
+    models = [m for m in STAGED_FROM if m in set(models)]
+    overrides = dict(overrides or {})
+    runs, results = Path(runs), Path(results)
+    dataset = recipe(recipe_name, **overrides).dataset
+    table = class_table(dataset)
+    for model in models:
+        config = recipe(recipe_name, model, **overrides, progress=progress)
+        config.checkpoint = str(runs / f"{dataset}-{model}.pt")
+        coarser = STAGED_FROM[model]
+        init_from = None if coarser is None else runs / f"{dataset}-{coarser}.pt"
+        if init_from is not None and not init_from.is_file():
+            raise FileNotFoundError(
+                f"{model} starts from {coarser}'s checkpoint {init_from}, which does not exist: "
+                f"train {coarser} first (add it to the models)"
+            )
+        say(f"{label(model)}: {config.checkpoint}" + (f" from {init_from}" if init_from else ""))
+        history = run(config, init_from, say)
+        if distributed()[0] != 0:
+            continue
+        device = run_device(config)
+        metrics, record = score_checkpoint(
+            config.checkpoint, None, limit, device, progress, command
+        )
+        before = 0.0
+        while coarser is not None:
+            before += checkpoint.load(runs / f"{dataset}-{coarser}.pt")["history"]["seconds"]
+            coarser = STAGED_FROM[coarser]
+        record["stage"] = {"from": STAGED_FROM[model], "seconds_before": before}
+        record_path, history_path, folder = result_paths(results, dataset, model)
+        write_json(record_path, record)
+        write_csv(history_path, *history_rows(history.to_dict()))
+        images = (CamVid if dataset == "camvid" else PascalVOC)(record["split"])
+        net, _ = load_trained(config.checkpoint, device)
+        for index in evaluation_frames(predictions, record["images"]):
+            stem = images.pairs[index][0].stem
+            save_labels(predict(net, images[index][0]), table, folder / f"{stem}.png")
+        mean_iu = 100 * metrics.compute()["mean_iu"]
+        say(f"{label(model)}: mean IU {mean_iu:.1f} % on {record['split']} -> {record_path}")
+    recorded = load_runs(dataset, results)
+    return {model: recorded[model] for model in models if model in recorded}
