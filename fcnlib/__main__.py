@@ -27,6 +27,10 @@ def _add_download(commands: argparse._SubParsersAction) -> None:
         help="download a dataset into the data root and verify it",
         description="Download a dataset, verify it and unpack it where fcnlib.data reads it. "
         "An interrupted download resumes when the command is run again.",
+        epilog="examples:\n"
+        "  fcnlib download camvid                 # CamVid in SegNet's 11-class split\n"
+        "  fcnlib download voc --root /data       # VOC 2012 and SBD, several GB",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "dataset", choices=["camvid", "voc"], help="camvid, or voc (VOC 2012 + SBD)"

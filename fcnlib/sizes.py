@@ -9,7 +9,6 @@ negative span into one output: a 2x2 pooling of a 1x1 input in ceil mode gives 1
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from torch import nn

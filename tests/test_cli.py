@@ -16,7 +16,9 @@ import fcnlib
 from fcnlib.__main__ import main
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "predict"])
+@pytest.mark.parametrize(
+    "command", ["download", "train", "evaluate", "predict", "reproduce", "bench"]
+)
 def test_help_explains_and_gives_examples(command, capsys):
     with pytest.raises(SystemExit) as done:
         main([command, "--help"])
@@ -35,6 +37,8 @@ def test_help_explains_and_gives_examples(command, capsys):
         (["predict", "nowhere.jpg", "--checkpoint", "x.pt"], "image nowhere.jpg does not exist"),
         (["train", "--recipe", "paper", "--micro-batch", "2", "--batch-size", "2"], "micro_batch"),
         (["train", "--recipe", "paper", "--steps", "1"], "download it with `python -m fcnlib"),
+        (["reproduce", "--models", "fcn4s"], "invalid choice: 'fcn4s'"),
+        (["reproduce", "--steps", "1"], "download it with `python -m fcnlib download camvid`"),
     ],
 )
 def test_bad_input_gets_one_line_and_exit_status_2(argv, message, capsys, monkeypatch, tmp_path):
