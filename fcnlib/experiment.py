@@ -109,20 +109,26 @@ def published_rows(dataset: str) -> list[tuple[str, float]]:
 def format_comparison(runs: dict[str, Run], dataset: str, classes: Iterable[str] = ()) -> str:
     """Our recorded runs next to the published numbers, as a text table in percent.
 
-    Minutes are of training only, the coarser stages included for staged nets. With
-    ``classes``, the IU of every class of every run follows.
+    Minutes are of training only, the coarser stages included for staged nets; images are
+    those the score is over (a published score is over the whole split). Each run's
+    machine, commit and command follow; with ``classes``, the IU of every class of every run.
     """
     split = "test" if dataset == "camvid" else "seg11valid"
-    lines = [f"{'mean IU (%) on ' + dataset + ' ' + split:<38}{'mean IU':>8}{'minutes':>9}"]
+    heading = f"mean IU (%) on {dataset} {split}"
+    lines = [f"{heading:<38}{'mean IU':>8}{'minutes':>9}{'images':>8}"]
     for model, run in runs.items():
-        metrics = run.record["metrics"]
-        lines.append(
-            f"{'ours: ' + label(model):<38}{100 * metrics['mean_iu']:8.1f}{run.minutes:9.1f}"
-        )
+        mean_iu, images = 100 * run.record["metrics"]["mean_iu"], run.record["images"]
+        lines.append(f"{'ours: ' + label(model):<38}{mean_iu:8.1f}{run.minutes:9.1f}{images:8d}")
     if not runs:
         lines.append("ours: no run recorded in results/ yet")
     for who, value in published_rows(dataset):
         lines.append(f"{who:<38}{value:8.1f}")
+    for model, run in runs.items():
+        machine = run.record.get("environment", {})
+        lines.append(
+            f"{label(model)}: {machine.get('device')}, torch {machine.get('torch')}, commit "
+            f"{(machine.get('git_commit') or '?')[:7]}: {machine.get('command')}"
+        )
     classes = list(classes)
     if runs and classes:
         lines += ["", f"{'IU (%) of FCN-':<22}" + "".join(f"{SHORT[m]:>10}" for m in runs)]
@@ -162,7 +168,7 @@ def plot_time_to_accuracy(runs: dict[str, Run], dataset: str, ax=None):
     else:
         ax.text(
             0.5,
-            0.5,
+            0.2,  # below the published numbers
             "no run recorded in results/ yet",
             transform=ax.transAxes,
             ha="center",

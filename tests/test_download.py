@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from test_data import build_voc_tree
 
 from fcnlib.__main__ import main
 from fcnlib.data import CamVid, PascalVOC
@@ -262,12 +261,11 @@ def test_download_camvid_refuses_a_changed_label(server, tmp_path, camvid_root):
     assert not (tmp_path / "root" / "camvid.partial").exists()
 
 
-def test_download_voc_end_to_end(server, tmp_path, voc_sample_root):
-    tree = build_voc_tree(tmp_path / "tree", voc_sample_root)
+def test_download_voc_end_to_end(server, tmp_path, voc_root):
     archives = {}
     for folder, name in (("VOCdevkit", "voc.tar"), ("benchmark_RELEASE", "sbd.tgz")):
         with tarfile.open(tmp_path / name, "w:gz" if name.endswith("tgz") else "w") as tar:
-            tar.add(tree / folder, folder)
+            tar.add(voc_root / folder, folder)
         body = (tmp_path / name).read_bytes()
         server.files[f"/{name}"] = body
         archives[name] = Archive(f"{server.url}/{name}", name, hashlib.md5(body).hexdigest())

@@ -16,6 +16,7 @@ from fcnlib.experiment import (
     STAGED_FROM,
     evaluation_frames,
     format_comparison,
+    label,
     load_runs,
     plot_time_to_accuracy,
     published_rows,
@@ -77,6 +78,7 @@ def test_reproduce_trains_in_stages_scores_and_records_every_net(experiment, cap
         assert f"{100 * record['metrics']['mean_iu']:8.1f}" in out.out
     assert "FCN-8s (ImageNet VGG16)                   57.0" in out.out
     assert "Bicyclist" in out.out
+    assert f"FCN-8s, at once: cpu, torch {torch.__version__}, commit " in out.out
 
     code, again = run_cli(argv, capsys)  # finished nets are scored again, not retrained
     assert code == 0 and again.out.count("already trained to step 4") == 4
@@ -85,6 +87,27 @@ def test_reproduce_trains_in_stages_scores_and_records_every_net(experiment, cap
         assert torch.equal(
             state["model"]["score_fr.weight"], trained[model]["model"]["score_fr.weight"]
         )
+
+
+def test_the_papers_setting_on_voc_prints_the_papers_numbers(
+    voc_root, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("FCNLIB_DATA_ROOT", str(voc_root))
+    argv = ["reproduce", "--recipe", "paper-normalised", "--models", "fcn32s", "fcn16s"]
+    argv += ["--no-pretrained", "--width", "0.0625", "--batch-size", "2", "--steps", "1"]
+    argv += ["--val-limit", "1", "--limit", "2", "--predictions", "1", "--device", "cpu"]
+    argv += ["--quiet", "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "res")]
+    code, out = run_cli(argv, capsys)
+    assert code == 0, out.err
+    runs = load_runs("voc", tmp_path / "res")
+    assert list(runs) == ["fcn32s", "fcn16s"]
+    assert {run.record["split"] for run in runs.values()} == {"seg11valid"}
+    assert runs["fcn16s"].record["training"]["config"]["momentum"] == 0.9  # the recipe's
+    for model, run in runs.items():
+        assert f"ours: {label(model)}" in out.out
+        assert f"{100 * run.record['metrics']['mean_iu']:8.1f}" in out.out
+    for who, value in published_rows("voc"):
+        assert f"{who:<38}{value:8.1f}" in out.out
 
 
 def test_a_staged_net_needs_its_coarser_checkpoint(camvid_root, tmp_path, capsys):
