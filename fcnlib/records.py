@@ -41,12 +41,34 @@ def processor_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def source_version() -> tuple[str | None, bool | None]:
+    """The commit the code was checked out at, and whether tracked files differ from it.
+
+    From git where the repository's history is at hand; in a copy without it (a folder sent to
+    a compute node), the commit from the ``FCNLIB_GIT_COMMIT`` variable, and None for whether
+    the code differs, since nothing can tell.
+    """
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True)
+
+    try:
+        head, status = (
+            git("rev-parse", "HEAD"),
+            git("status", "--porcelain", "--untracked-files=no"),
+        )
+    except OSError:  # no git program
+        head = status = None
+    if head is not None and head.returncode == 0 and status.returncode == 0:
+        return head.stdout.strip(), bool(status.stdout.strip())
+    return os.environ.get("FCNLIB_GIT_COMMIT") or None, None
+
+
 def environment(device: torch.device, command: Sequence[str] | None = None) -> dict[str, object]:
-    """What a run ran on: the device, the CPU, library versions, the commit, and the command
-    line (``fcnlib``'s arguments, ``command``) that reproduces it, where there was one."""
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
-    ).stdout.strip()
+    """What a run ran on: the device, the CPU, library versions, the commit (and whether the
+    code differed from it), and the command line (``fcnlib``'s arguments, ``command``) that
+    reproduces it, where there was one."""
+    commit, changed = source_version()
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "processor": processor_name(),
@@ -56,7 +78,8 @@ def environment(device: torch.device, command: Sequence[str] | None = None) -> d
         "torchvision": torchvision.__version__,
         "cuda": torch.version.cuda,
         "python": platform.python_version(),
-        "git_commit": commit or None,
+        "git_commit": commit,
+        "git_changed": changed,
         "command": None if command is None else f"python -m fcnlib {shlex.join(command)}",
     }
 

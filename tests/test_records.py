@@ -53,6 +53,20 @@ def test_environment_names_the_machine_the_versions_and_the_commit():
     assert records.environment(torch.device("cpu"))["command"] is None
 
 
+def test_source_version_from_git_or_from_the_variable_in_a_copy(tmp_path, monkeypatch):
+    import subprocess
+
+    git = ["git", "-C", str(records.REPO_ROOT)]
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True)
+    changed = subprocess.run([*git, "diff", "HEAD", "--quiet"]).returncode == 1
+    assert records.source_version() == (head.stdout.strip(), changed)
+    monkeypatch.setattr(records, "REPO_ROOT", tmp_path)  # a copy of the code without .git
+    monkeypatch.setenv("FCNLIB_GIT_COMMIT", "0123abc")
+    assert records.source_version() == ("0123abc", None)
+    monkeypatch.delenv("FCNLIB_GIT_COMMIT")
+    assert records.source_version() == (None, None)
+
+
 def test_history_rows_pair_each_validation_with_its_step_time_and_loss():
     from fcnlib.predict import history_rows
 
