@@ -296,6 +296,8 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
 
 
 def _reproduce(args: argparse.Namespace) -> None:
+    import torch
+
     from fcnlib.classes import class_table
     from fcnlib.experiment import format_comparison, reproduce
     from fcnlib.train import recipe
@@ -315,6 +317,8 @@ def _reproduce(args: argparse.Namespace) -> None:
     )
     if runs:
         print(format_comparison(runs, dataset, class_table(dataset).classes))
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 _REPRODUCE_EPILOG = """\

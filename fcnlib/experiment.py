@@ -204,14 +204,20 @@ def reproduce(
     Checkpoints go to ``runs/DATASET-MODEL.pt`` and results to ``results`` (module docstring);
     ``limit`` scores the first images only; ``predictions`` label PNGs are written per net;
     ``command`` (``fcnlib``'s arguments) is recorded as the command that reproduces the runs.
-    Returns the recorded runs, as :func:`load_runs` reads them back.
+    Returns the recorded runs, as :func:`load_runs` reads them back (under ``torchrun``, on
+    rank 0; every process trains and scores its share, rank 0 alone records).
     """
     from fcnlib import checkpoint
     from fcnlib.classes import class_table
     from fcnlib.data import CamVid, PascalVOC
     from fcnlib.predict import history_rows, predict, save_labels, score_checkpoint
     from fcnlib.records import write_csv, write_json
-    from fcnlib.train import distributed, load_trained, recipe, run, run_device
+    from fcnlib.train import distributed, init_distributed, load_trained, recipe, run, run_device
+
+    init_distributed()
+    rank = distributed()[0]
+    if rank != 0:
+        say = lambda text: None  # noqa: E731
 
     models = [m for m in STAGED_FROM if m in set(models)]
     overrides = dict(overrides or {})
@@ -230,12 +236,13 @@ def reproduce(
             )
         say(f"{label(model)}: {config.checkpoint}" + (f" from {init_from}" if init_from else ""))
         history = run(config, init_from, say)
-        if distributed()[0] != 0:
-            continue
         device = run_device(config)
+        # every process scores its share of the images (fcnlib.predict.evaluate)
         metrics, record = score_checkpoint(
-            config.checkpoint, None, limit, device, progress, command
+            config.checkpoint, None, limit, device, progress and rank == 0, command
         )
+        if rank != 0:
+            continue
         before = 0.0
         while coarser is not None:
             before += checkpoint.load(runs / f"{dataset}-{coarser}.pt")["history"]["seconds"]
@@ -251,5 +258,7 @@ def reproduce(
             save_labels(predict(net, images[index][0]), table, folder / f"{stem}.png")
         mean_iu = 100 * metrics.compute()["mean_iu"]
         say(f"{label(model)}: mean IU {mean_iu:.1f} % on {record['split']} -> {record_path}")
+    if rank != 0:
+        return {}
     recorded = load_runs(dataset, results)
     return {model: recorded[model] for model in models if model in recorded}

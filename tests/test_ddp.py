@@ -1,9 +1,11 @@
 """DistributedDataParallel on the CPU: two gloo processes train as one process on the same batch."""
 
+import json
 import socket
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -11,6 +13,7 @@ import torch.multiprocessing as mp
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train import TABLE, TinySet, tiny_config, tiny_net
 
+from fcnlib.predict import score_checkpoint
 from fcnlib.train import distributed, fit
 
 
@@ -55,3 +58,49 @@ def test_two_gloo_processes_match_one_process_over_the_same_global_batch(tmp_pat
     state = torch.load(tmp_path / "ddp.pt", weights_only=True)
     assert state["step"] == 6
     assert len(state["history"]["evals"]) == 1
+
+
+def reproduce_worker(rank: int, world: int, port: int, out: str, data: str) -> None:
+    import os
+
+    from fcnlib.experiment import reproduce
+
+    os.environ["FCNLIB_DATA_ROOT"] = data
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    try:
+        torch.set_num_threads(1)
+        slim = dict(width=0.0625, crop_size=(64, 64), train_limit=8, batch_size=4, steps=2)
+        slim.update(val_limit=1, class_weights=False, device="cpu")
+        runs = reproduce(
+            "modern",
+            ["fcn32s", "fcn16s"],
+            slim,
+            Path(out) / "runs",
+            Path(out) / "res",
+            1,
+            2,
+            progress=False,
+            say=lambda text: None,
+        )
+        torch.save(sorted(runs), Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_reproduce_under_two_processes_records_once(tmp_path, camvid_root):
+    data = str(camvid_root.parent)
+    mp.spawn(reproduce_worker, args=(2, free_port(), str(tmp_path), data), nprocs=2, join=True)
+    assert torch.load(tmp_path / "rank0.pt") == ["fcn16s", "fcn32s"]
+    assert torch.load(tmp_path / "rank1.pt") == []  # only rank 0 scores and records
+    assert sorted(p.name for p in (tmp_path / "res").glob("*.json")) == [
+        "camvid-fcn16s.json",
+        "camvid-fcn32s.json",
+    ]
+    # the two processes scored one image each; one process scoring both agrees
+    record = json.loads((tmp_path / "res" / "camvid-fcn16s.json").read_text())
+    alone, _ = score_checkpoint(tmp_path / "runs" / "camvid-fcn16s.pt", limit=2, device="cpu")
+    assert record["metrics"] == pytest.approx(
+        {k: v for k, v in alone.compute().items() if k != "per_class_iu"}
+    )
