@@ -89,7 +89,7 @@ def load_runs(dataset: str, results: str | Path | None = None) -> dict[str, Run]
                         {key: float(value) for key, value in row.items() if value}
                         for row in csv.DictReader(file)
                     ]
-        except (ValueError, KeyError) as error:
+        except ValueError as error:  # bad JSON, or a CSV cell that is not a number
             raise ValueError(f"{record_path} or {history_path} cannot be read: {error}") from error
         runs[model] = Run(record, rows, sorted(folder.glob("*.png")) if folder.is_dir() else [])
     return runs
