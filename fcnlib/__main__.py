@@ -300,14 +300,11 @@ def _reproduce(args: argparse.Namespace) -> None:
 
     from fcnlib.classes import class_table
     from fcnlib.experiment import format_comparison, reproduce
-    from fcnlib.train import recipe
 
-    overrides = _overrides(args)
-    dataset = recipe(args.recipe, **overrides).dataset
     runs = reproduce(
         args.recipe,
         args.models,
-        overrides,
+        _overrides(args),
         args.runs,
         args.results,
         args.predictions,
@@ -316,6 +313,7 @@ def _reproduce(args: argparse.Namespace) -> None:
         command=args.argv,
     )
     if runs:
+        dataset = next(iter(runs.values())).record["dataset"]
         print(format_comparison(runs, dataset, class_table(dataset).classes))
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
@@ -396,7 +394,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     from fcnlib.predict import format_scores, history_rows, score_checkpoint
     from fcnlib.records import write_csv, write_json
 
-    metrics, record = score_checkpoint(
+    _, metrics, record = score_checkpoint(
         args.checkpoint, args.split, args.limit, _device(args), not args.quiet, args.argv
     )
     model, dataset = record["model"], record["dataset"]

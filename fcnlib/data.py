@@ -212,3 +212,7 @@ class PascalVOC(SegmentationFiles):
         voc = VOCSegmentation(root, year="2012", image_set=image_set)
         pairs = [(Path(i), Path(m)) for i, m in zip(voc.images, voc.masks, strict=True)]
         return [(image, label) for image, label in pairs if keep(image.stem)]
+
+
+#: The dataset classes by the names configurations and records use.
+DATASETS: dict[str, type[SegmentationFiles]] = {"camvid": CamVid, "voc": PascalVOC}

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from fcnlib.predict import evaluation_split
 from fcnlib.published import VOC_MEAN_IU, published
 from fcnlib.runtime import REPO_ROOT
 
@@ -113,8 +114,7 @@ def format_comparison(runs: dict[str, Run], dataset: str, classes: Iterable[str]
     those the score is over (a published score is over the whole split). Each run's
     machine, commit and command follow; with ``classes``, the IU of every class of every run.
     """
-    split = "test" if dataset == "camvid" else "seg11valid"
-    heading = f"mean IU (%) on {dataset} {split}"
+    heading = f"mean IU (%) on {dataset} {evaluation_split(dataset)}"
     lines = [f"{heading:<38}{'mean IU':>8}{'minutes':>9}{'images':>8}"]
     for model, run in runs.items():
         mean_iu, images = 100 * run.record["metrics"]["mean_iu"], run.record["images"]
@@ -209,10 +209,10 @@ def reproduce(
     """
     from fcnlib import checkpoint
     from fcnlib.classes import class_table
-    from fcnlib.data import CamVid, PascalVOC
+    from fcnlib.data import DATASETS
     from fcnlib.predict import history_rows, predict, save_labels, score_checkpoint
     from fcnlib.records import write_csv, write_json
-    from fcnlib.train import distributed, init_distributed, load_trained, recipe, run, run_device
+    from fcnlib.train import distributed, init_distributed, recipe, run, run_device
 
     init_distributed()
     rank = distributed()[0]
@@ -224,6 +224,7 @@ def reproduce(
     runs, results = Path(runs), Path(results)
     dataset = recipe(recipe_name, **overrides).dataset
     table = class_table(dataset)
+    seconds: dict[str, float] = {}  # training seconds of each net trained (or found trained)
     for model in models:
         config = recipe(recipe_name, model, **overrides, progress=progress)
         config.checkpoint = str(runs / f"{dataset}-{model}.pt")
@@ -236,23 +237,26 @@ def reproduce(
             )
         say(f"{label(model)}: {config.checkpoint}" + (f" from {init_from}" if init_from else ""))
         history = run(config, init_from, say)
+        seconds[model] = history.seconds
         device = run_device(config)
         # every process scores its share of the images (fcnlib.predict.evaluate)
-        metrics, record = score_checkpoint(
+        net, metrics, record = score_checkpoint(
             config.checkpoint, None, limit, device, progress and rank == 0, command
         )
         if rank != 0:
             continue
         before = 0.0
-        while coarser is not None:
-            before += checkpoint.load(runs / f"{dataset}-{coarser}.pt")["history"]["seconds"]
+        while coarser is not None:  # nets trained before this call: read their checkpoints
+            if coarser not in seconds:
+                state = checkpoint.load(runs / f"{dataset}-{coarser}.pt")
+                seconds[coarser] = state["history"]["seconds"]
+            before += seconds[coarser]
             coarser = STAGED_FROM[coarser]
         record["stage"] = {"from": STAGED_FROM[model], "seconds_before": before}
         record_path, history_path, folder = result_paths(results, dataset, model)
         write_json(record_path, record)
         write_csv(history_path, *history_rows(history.to_dict()))
-        images = (CamVid if dataset == "camvid" else PascalVOC)(record["split"])
-        net, _ = load_trained(config.checkpoint, device)
+        images = DATASETS[dataset](record["split"])
         for index in evaluation_frames(predictions, record["images"]):
             stem = images.pairs[index][0].stem
             save_labels(predict(net, images[index][0]), table, folder / f"{stem}.png")

@@ -192,28 +192,29 @@ def score_checkpoint(
     device: torch.device | str | None = None,
     progress: bool = False,
     command: list[str] | None = None,
-) -> tuple[SegmentationMetrics, dict[str, object]]:
+) -> tuple[nn.Module, SegmentationMetrics, dict[str, object]]:
     """Score checkpoint ``path`` on the first ``limit`` images (default: all) of ``split``
     (default: :func:`evaluation_split`), as ``fcnlib evaluate`` does.
 
-    Returns the metrics and their :func:`evaluation_record`, with the machine, versions,
-    commit and ``command`` (``fcnlib.records.environment``) under ``"environment"``.
+    Returns the model (in eval mode on ``device``), its metrics and their
+    :func:`evaluation_record`, with the machine, versions, commit and ``command``
+    (``fcnlib.records.environment``) under ``"environment"``.
     """
     from fcnlib import checkpoint
     from fcnlib.classes import class_table
-    from fcnlib.data import CamVid, PascalVOC
+    from fcnlib.data import DATASETS
     from fcnlib.records import environment
     from fcnlib.runtime import device as default_device
     from fcnlib.train import load_trained
     from fcnlib.transforms import eval_transforms
 
     device = torch.device(device) if device is not None else default_device()
-    model, config = load_trained(path, device)
+    state = checkpoint.load(path)
+    model, config = load_trained(state, device)
     table = class_table(config.dataset)
     split = split or evaluation_split(config.dataset)
-    source = CamVid if config.dataset == "camvid" else PascalVOC
-    dataset = source(split, transforms=eval_transforms())
+    dataset = DATASETS[config.dataset](split, transforms=eval_transforms())
     metrics = evaluate(model, dataset, table, device, limit=limit, progress=progress)
     count = len(dataset) if limit is None else min(limit, len(dataset))
-    record = evaluation_record(checkpoint.load(path), metrics, table, split, count)
-    return metrics, {**record, "environment": environment(device, command)}
+    record = evaluation_record(state, metrics, table, split, count)
+    return model, metrics, {**record, "environment": environment(device, command)}

@@ -328,19 +328,22 @@ def class_weights(config: TrainConfig) -> torch.Tensor | None:
     """Median-frequency class weights of the training labels, or None if not configured."""
     if not config.class_weights:
         return None
-    from fcnlib.data import CamVid, PascalVOC
+    from fcnlib.data import DATASETS
     from fcnlib.stats import class_frequencies, median_frequency_weights
 
-    source = CamVid("train") if config.dataset == "camvid" else PascalVOC("train")
+    source = DATASETS[config.dataset]("train")
     weights = median_frequency_weights(class_frequencies(source, limit=config.train_limit))
     return torch.from_numpy(weights).float()
 
 
 def load_trained(
-    path: str | Path, device: torch.device | str = "cpu"
+    source: str | Path | dict[str, Any], device: torch.device | str = "cpu"
 ) -> tuple[nn.Module, TrainConfig]:
-    """The model saved in checkpoint ``path``, in eval mode on ``device``, and its configuration."""
-    state = checkpoint.load(path)
+    """The model saved in a checkpoint, in eval mode on ``device``, and its configuration.
+
+    ``source`` is the checkpoint's path, or the checkpoint already read by ``checkpoint.load``.
+    """
+    state = source if isinstance(source, dict) else checkpoint.load(source)
     config = TrainConfig.from_dict(state["config"])
     model = build_model(dataclasses.replace(config, pretrained=False), state["num_classes"])
     model.load_state_dict(state["model"])
@@ -759,7 +762,8 @@ def run(
     if rank != 0:
         say = lambda text: None  # noqa: E731
     path = Path(config.checkpoint) if config.checkpoint else None
-    if path is not None and path.exists():
+    resuming = path is not None and path.exists()
+    if resuming:
         state = checkpoint.load(path)
         _check_resumable(state["config"], config, str(path))
         if state["step"] >= config.steps:
@@ -770,7 +774,7 @@ def run(
     train_data, val_data, table = load_data(config, device)
     seed_everything(config.seed)
     model = build_model(config, table.num_classes)
-    if init_from is not None:
+    if init_from is not None and not resuming:  # resuming, fit loads the checkpoint's weights
         coarser, _ = load_trained(init_from)
         models.init_from(model, coarser)
     return fit(model, train_data, config, table, val_data, class_weights(config))

@@ -100,7 +100,7 @@ def test_reproduce_under_two_processes_records_once(tmp_path, camvid_root):
     ]
     # the two processes scored one image each; one process scoring both agrees
     record = json.loads((tmp_path / "res" / "camvid-fcn16s.json").read_text())
-    alone, _ = score_checkpoint(tmp_path / "runs" / "camvid-fcn16s.pt", limit=2, device="cpu")
+    _, alone, _ = score_checkpoint(tmp_path / "runs" / "camvid-fcn16s.pt", limit=2, device="cpu")
     assert record["metrics"] == pytest.approx(
         {k: v for k, v in alone.compute().items() if k != "per_class_iu"}
     )

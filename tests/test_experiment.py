@@ -88,6 +88,12 @@ def test_reproduce_trains_in_stages_scores_and_records_every_net(experiment, cap
             state["model"]["score_fr.weight"], trained[model]["model"]["score_fr.weight"]
         )
 
+    # FCN-8s alone: its coarser nets' training time comes from their checkpoints
+    code, alone = run_cli([*argv, "--models", "fcn8s"], capsys)
+    assert code == 0, alone.err
+    record = load_runs("camvid", folder / "res")["fcn8s"].record
+    assert record["stage"]["seconds_before"] == pytest.approx(seconds["fcn32s"] + seconds["fcn16s"])
+
 
 def test_the_papers_setting_on_voc_prints_the_papers_numbers(
     voc_root, tmp_path, capsys, monkeypatch
