@@ -7,10 +7,16 @@ function that carries it out; add a command by appending its ``_add_*`` to ``COM
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+
+from fcnlib.config import AMP_MODES, LOSSES, OPTIMIZERS, RECIPES, run_name
+from fcnlib.data import DATASETS
+from fcnlib.models import BACKBONES, MODEL_NAMES
+from fcnlib.schedule import SCHEDULES
 
 
 def _download(args: argparse.Namespace) -> None:
@@ -32,9 +38,7 @@ def _add_download(commands: argparse._SubParsersAction) -> None:
         "  fcnlib download voc --root /data       # VOC 2012 and SBD, several GB",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "dataset", choices=["camvid", "voc"], help="camvid, or voc (VOC 2012 + SBD)"
-    )
+    parser.add_argument("dataset", choices=list(DATASETS), help="camvid, or voc (VOC 2012 + SBD)")
     parser.add_argument(
         "--root",
         type=Path,
@@ -57,14 +61,25 @@ def _size(text: str) -> tuple[int, ...]:
     return (parts[0], parts[-1])
 
 
-def _positive(kind: type) -> Callable[[str], int | float]:
+def _fixed_size(text: str) -> tuple[int, int]:
+    """A size as ``_size`` reads it, but not ``none``: a benchmark needs a fixed input."""
+    size = _size(text)
+    if not size:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fixed size: write 360x480 or 500")
+    return size
+
+
+def _positive(kind: type, zero: bool = False) -> Callable[[str], int | float]:
+    """A parser of finite numbers of ``kind`` above 0 (or at least 0, with ``zero``)."""
+    wanted = f"{'non-negative' if zero else 'positive'} {kind.__name__}"
+
     def parse(text: str) -> int | float:
         try:
             value = kind(text)
         except ValueError:
-            value = 0
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a positive {kind.__name__}")
+            value = -1
+        if not (value >= 0 if zero else value > 0) or not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {wanted}")
         return value
 
     return parse
@@ -75,13 +90,13 @@ _TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, dict, str]] = [
     (
         ("--model",),
         "model",
-        {"choices": ["fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce"]},
+        {"choices": MODEL_NAMES},
         "the architecture (default: fcn8s)",
     ),
     (
         ("--backbone",),
         "backbone",
-        {"choices": ["vgg16", "vgg16_bn"]},
+        {"choices": BACKBONES},
         "VGG16, or VGG16 with batch norm",
     ),
     (
@@ -96,7 +111,7 @@ _TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, dict, str]] = [
         {"action": argparse.BooleanOptionalAction},
         "start the backbone from ImageNet weights (downloaded by torchvision once)",
     ),
-    (("--dataset",), "dataset", {"choices": ["camvid", "voc"]}, "camvid, or voc (VOC 2012 + SBD)"),
+    (("--dataset",), "dataset", {"choices": list(DATASETS)}, "camvid, or voc (VOC 2012 + SBD)"),
     (
         ("--train-limit",),
         "train_limit",
@@ -121,14 +136,19 @@ _TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, dict, str]] = [
         {"action": argparse.BooleanOptionalAction},
         "random scale, crop, flip and colour jitter",
     ),
-    (("--optimizer",), "optimizer", {"choices": ["sgd", "adamw"]}, "SGD with momentum, or AdamW"),
+    (("--optimizer",), "optimizer", {"choices": OPTIMIZERS}, "SGD with momentum, or AdamW"),
     (("--lr",), "lr", {"type": _positive(float)}, "base learning rate"),
-    (("--momentum",), "momentum", {"type": float}, "SGD momentum"),
-    (("--weight-decay",), "weight_decay", {"type": float}, "L2 penalty on the weights"),
+    (("--momentum",), "momentum", {"type": _positive(float, zero=True)}, "SGD momentum"),
+    (
+        ("--weight-decay",),
+        "weight_decay",
+        {"type": _positive(float, zero=True)},
+        "L2 penalty on the weights",
+    ),
     (
         ("--loss",),
         "loss",
-        {"choices": ["mean", "sum"]},
+        {"choices": LOSSES},
         "cross-entropy averaged over the labelled pixels, or summed as in the paper",
     ),
     (
@@ -153,14 +173,19 @@ _TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, dict, str]] = [
     (
         ("--schedule",),
         "schedule",
-        {"choices": ["constant", "poly"]},
+        {"choices": SCHEDULES},
         "fixed learning rate, or polynomial decay to 0",
     ),
-    (("--warmup",), "warmup_steps", {"type": int, "metavar": "STEPS"}, "linear warm-up steps"),
+    (
+        ("--warmup",),
+        "warmup_steps",
+        {"type": _positive(int, zero=True), "metavar": "STEPS"},
+        "linear warm-up steps",
+    ),
     (
         ("--amp",),
         "amp",
-        {"choices": ["auto", "off", "bf16", "fp16"]},
+        {"choices": AMP_MODES},
         "mixed precision; auto is bf16 on a GPU or a CPU with native bf16, else off",
     ),
     (
@@ -181,19 +206,24 @@ _TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, dict, str]] = [
         {"action": argparse.BooleanOptionalAction},
         "decode the training set once and augment it on the device (CamVid)",
     ),
-    (("--workers",), "num_workers", {"type": int, "metavar": "N"}, "data loading processes"),
+    (
+        ("--workers",),
+        "num_workers",
+        {"type": _positive(int, zero=True), "metavar": "N"},
+        "data loading processes",
+    ),
     (("--device",), "device", {}, "cpu, cuda, cuda:1, ... (default: auto)"),
     (("--seed",), "seed", {"type": int}, "random seed of the data order, augmentation and init"),
     (
         ("--eval-interval",),
         "eval_interval",
-        {"type": int, "metavar": "STEPS"},
+        {"type": _positive(int, zero=True), "metavar": "STEPS"},
         "validate every STEPS steps (and at the end)",
     ),
     (
         ("--checkpoint-interval",),
         "checkpoint_interval",
-        {"type": int, "metavar": "STEPS"},
+        {"type": _positive(int, zero=True), "metavar": "STEPS"},
         "save a checkpoint every STEPS steps (and at the end, and on Ctrl-C)",
     ),
 ]
@@ -228,8 +258,6 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def _add_recipe_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    from fcnlib.train import RECIPES
-
     parser.add_argument(
         "--recipe",
         choices=RECIPES,
@@ -247,21 +275,22 @@ def _train_config(args: argparse.Namespace):
     overrides = _overrides(args)
     model = overrides.pop("model", "fcn8s")
     config = recipe(args.recipe, model, **overrides)
-    checkpoint = args.checkpoint or Path("runs") / f"{config.dataset}-{config.model}.pt"
+    checkpoint = args.checkpoint or Path("runs") / f"{run_name(config.dataset, config.model)}.pt"
     return replace(config, checkpoint=str(checkpoint), progress=not args.quiet)
 
 
 def _train(args: argparse.Namespace) -> None:
-    import torch
-
-    from fcnlib.train import distributed, run
+    from fcnlib.runtime import distributed, process_group
+    from fcnlib.train import run
 
     config = _train_config(args)
     path = Path(config.checkpoint)
     if args.restart:
         path.unlink(missing_ok=True)
-    history = run(config, args.init_from)
-    if distributed()[0] == 0:
+    with process_group():
+        history = run(config, args.init_from)
+        rank = distributed()[0]
+    if rank == 0:
         scores = history.evals[-1]
         print(
             f"step {history.steps[-1]}: loss {history.loss[-1]:.3f}, validation mean IU "
@@ -269,8 +298,6 @@ def _train(args: argparse.Namespace) -> None:
             f"{100 * scores['pixel_accuracy']:.1f} %"
         )
         print(f"checkpoint: {path}; per-class scores: fcnlib evaluate {path}")
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
 
 
 def _add_train(commands: argparse._SubParsersAction) -> None:
@@ -300,27 +327,25 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
 
 
 def _reproduce(args: argparse.Namespace) -> None:
-    import torch
-
     from fcnlib.classes import class_table
     from fcnlib.experiment import format_comparison, reproduce
+    from fcnlib.runtime import process_group
 
-    runs = reproduce(
-        args.recipe,
-        args.models,
-        _overrides(args),
-        args.runs,
-        args.results,
-        args.predictions,
-        args.limit,
-        progress=not args.quiet,
-        command=args.argv,
-    )
+    with process_group():
+        runs = reproduce(
+            args.recipe,
+            args.models,
+            _overrides(args),
+            args.runs,
+            args.results,
+            args.predictions,
+            args.limit,
+            progress=not args.quiet,
+            command=args.argv,
+        )
     if runs:
         dataset = next(iter(runs.values())).record["dataset"]
         print(format_comparison(runs, dataset, class_table(dataset).classes))
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
 
 
 _REPRODUCE_EPILOG = """\
@@ -339,6 +364,16 @@ and this command), DATASET-MODEL-history.csv (the validations against training t
 DATASET-MODEL/*.png (labels of a few evaluation images). The book's evaluation chapter shows
 results/camvid-*.json next to the published numbers.
 """
+
+
+def _add_folders(parser: argparse.ArgumentParser) -> None:
+    """The folders ``fcnlib reproduce`` writes and ``fcnlib weights --ship`` reads."""
+    parser.add_argument(
+        "--runs", type=Path, default=Path("runs"), help="checkpoints folder (default: runs/)"
+    )
+    parser.add_argument(
+        "--results", type=Path, default=Path("results"), help="results folder (default: results/)"
+    )
 
 
 def _add_reproduce(commands: argparse._SubParsersAction) -> None:
@@ -364,15 +399,10 @@ def _add_reproduce(commands: argparse._SubParsersAction) -> None:
         help=f"any of {', '.join(STAGED_FROM)} (default: all); a staged net needs its coarser "
         "net's checkpoint",
     )
-    parser.add_argument(
-        "--runs", type=Path, default=Path("runs"), help="checkpoints folder (default: runs/)"
-    )
-    parser.add_argument(
-        "--results", type=Path, default=Path("results"), help="results folder (default: results/)"
-    )
+    _add_folders(parser)
     parser.add_argument(
         "--predictions",
-        type=int,
+        type=_positive(int, zero=True),
         default=3,
         metavar="N",
         help="label PNGs of N evaluation images per net (default 3)",
@@ -386,18 +416,19 @@ def _add_reproduce(commands: argparse._SubParsersAction) -> None:
 
 def _device(args: argparse.Namespace):
     """The device ``--device`` names, else fcnlib's default (a GPU if there is one)."""
-    import torch
+    from fcnlib.runtime import device, parse_device
 
-    from fcnlib.runtime import device
-
-    return torch.device(args.device) if args.device else device()
+    return parse_device(args.device) if args.device else device()
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     from fcnlib.classes import class_table
-    from fcnlib.predict import format_scores, history_rows, score_checkpoint
-    from fcnlib.records import write_csv, write_json
+    from fcnlib.records import check_writable, write_csv, write_json
+    from fcnlib.scoring import format_scores, history_rows, score_checkpoint
 
+    for option, path in (("--out", args.out), ("--history", args.history)):
+        if path:
+            check_writable(path, option)
     _, metrics, record = score_checkpoint(
         args.checkpoint, args.split, args.limit, _device(args), not args.quiet, args.argv
     )
@@ -408,9 +439,9 @@ def _evaluate(args: argparse.Namespace) -> None:
         write_json(args.out, record)
         print(f"scores written to {args.out}")
     if args.history:
-        from fcnlib import checkpoint
+        from fcnlib import weights
 
-        write_csv(args.history, *history_rows(checkpoint.load(args.checkpoint)["history"]))
+        write_csv(args.history, *history_rows(weights.read(args.checkpoint)["history"]))
         print(f"validation history written to {args.history}")
 
 
@@ -423,6 +454,7 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
         "Section 5), and the IU of every class. On PASCAL VOC the published mean IU of the "
         "same model is printed alongside.",
         epilog="examples:\n"
+        "  fcnlib evaluate camvid-fcn8s                      # the shipped FCN-8s\n"
         "  fcnlib evaluate runs/camvid-fcn8s.pt              # CamVid test\n"
         "  fcnlib evaluate runs/camvid-fcn8s.pt --split val --limit 20\n"
         "  fcnlib evaluate runs/voc-fcn8s.pt                 # VOC seg11valid, with the paper's\n"
@@ -430,7 +462,11 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
         "      --history results/camvid-fcn8s-history.csv   # record the run",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("checkpoint", type=Path, help="a checkpoint written by fcnlib train")
+    parser.add_argument(
+        "checkpoint",
+        type=Path,
+        help="a checkpoint written by fcnlib train, or a shipped net's name (fcnlib weights)",
+    )
     parser.add_argument(
         "--split", help="CamVid train, val or test (default: test); VOC seg11valid (default)"
     )
@@ -453,21 +489,30 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
+    from fcnlib import weights
+    from fcnlib.checkpoint import load_trained
     from fcnlib.classes import class_table
     from fcnlib.data import read_image
-    from fcnlib.predict import predict, save_prediction
-    from fcnlib.train import load_trained
+    from fcnlib.predict import predict, prediction_paths, save_prediction
+    from fcnlib.records import check_writable
 
-    missing = [path for path in args.images if not path.is_file()]
-    if missing:
-        raise FileNotFoundError(f"image {missing[0]} does not exist")
-    device = _device(args)
-    model, config = load_trained(args.checkpoint, device)
-    table = class_table(config.dataset)
     for path in args.images:
-        image = read_image(path)
+        if path.is_dir():
+            raise IsADirectoryError(
+                f"image {path} is a folder: give image files, e.g. {path}/*.jpg"
+            )
+        if not path.is_file():
+            raise FileNotFoundError(f"image {path} does not exist")
+    outputs = prediction_paths(args.images, args.out, args.overwrite)
+    check_writable(outputs[0][0], "--out")
+    device = _device(args)
+    source = args.checkpoint or weights.DEFAULT
+    model, config = load_trained(weights.read(source), device, name=source)
+    table = class_table(config.dataset)
+    for path, paths in zip(args.images, outputs, strict=True):
+        image = read_image(path, remedy="give a JPEG or PNG photo")
         labels = predict(model, image, device)
-        written = save_prediction(image, labels, table, args.out, path.stem)
+        written = save_prediction(image, labels, table, paths)
         print(f"{path} -> {written[0]}, {written[1]}")
 
 
@@ -475,34 +520,78 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "predict",
         help="label images with a trained FCN and write coloured label maps and overlays",
-        description="Label every pixel of each IMAGE with a checkpoint written by `fcnlib "
-        "train`. For photo.jpg it writes OUT/photo.png, the labels in the dataset's colours "
-        "(a palette PNG whose pixel values are the class ids), and OUT/photo_overlay.png, the "
-        "colours blended over the photo.",
+        description="Label every pixel of each IMAGE with the FCN-8s that ships with fcnlib, "
+        "or a checkpoint written by `fcnlib train`. For photo.jpg it writes OUT/photo.png, the "
+        "labels in the dataset's colours (a palette PNG whose pixel values are the class "
+        "ids), and OUT/photo_overlay.png, the colours blended over the photo.",
         epilog="examples:\n"
+        "  fcnlib predict street.jpg                       # the shipped CamVid FCN-8s\n"
         "  fcnlib predict street.jpg --checkpoint runs/camvid-fcn8s.pt\n"
         "  fcnlib predict frames/*.png --checkpoint runs/camvid-fcn8s.pt --out labelled/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="JPEG or PNG files")
     parser.add_argument(
-        "--checkpoint", type=Path, required=True, help="a checkpoint written by fcnlib train"
+        "--checkpoint",
+        type=Path,
+        help="a checkpoint written by fcnlib train, or a shipped net's name "
+        "(default: camvid-fcn8s, shipped)",
     )
     parser.add_argument(
         "--out", type=Path, default=Path("predictions"), help="folder (default: predictions/)"
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files at the output paths that fcnlib did not write (never an input "
+        "image; fcnlib's own earlier outputs are always replaced)",
+    )
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: a GPU if any)")
     parser.set_defaults(run=_predict)
+
+
+def _weights(args: argparse.Namespace) -> None:
+    from fcnlib import weights
+    from fcnlib.experiment import ship
+
+    if args.ship:
+        ship(args.dataset, args.ship, args.runs, args.results, command=args.argv)
+    print(weights.listing())
+
+
+def _add_weights(commands: argparse._SubParsersAction) -> None:
+    from fcnlib.experiment import STAGED_FROM
+
+    parser = commands.add_parser(
+        "weights",
+        help="list the trained nets that ship with fcnlib, or ship newly trained ones",
+        description="List the trained nets that ship with fcnlib (their names work wherever "
+        "a checkpoint does) with their mean IU, measured on the whole evaluation split with "
+        "the shipped float16 weights. --ship exports nets trained and recorded by `fcnlib "
+        "reproduce` into the package, scored again in float16.",
+        epilog="examples:\n"
+        "  fcnlib weights\n"
+        "  fcnlib weights --ship fcn32s fcn16s fcn8s   # from runs/ and results/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--ship", nargs="+", choices=list(STAGED_FROM), metavar="MODEL", help="models to ship"
+    )
+    parser.add_argument("--dataset", choices=list(DATASETS), default="camvid")
+    _add_folders(parser)
+    parser.set_defaults(run=_weights)
 
 
 def _bench(args: argparse.Namespace) -> None:
 
     from fcnlib import bench
     from fcnlib.book import chapter_notebooks
-    from fcnlib.records import environment, write_json
+    from fcnlib.records import check_writable, environment, write_json
     from fcnlib.runtime import REPO_ROOT
 
     where = _device(args)
+    out = args.out or REPO_ROOT / "results" / f"bench-{where.type}.json"
+    check_writable(out, "--out")
     gpu = where.type == "cuda"
     sizes = args.sizes or ([(500, 500), (360, 480)] if gpu else [(360, 480)])
     batches = args.batches or ([1, 8] if gpu else [1])
@@ -519,6 +608,12 @@ def _bench(args: argparse.Namespace) -> None:
         )
 
     report: dict[str, object] = {"environment": environment(where, args.argv)}
+    if not gpu:  # no data sheet: measure the peak in the same run
+        report["peak_tflops"] = {p: bench.matmul_peak(where, p) for p in ("fp32", "bf16")}
+        print(
+            "matrix-multiply peak:",
+            ", ".join(f"{k} {v:.3f} TFLOP/s" for k, v in report["peak_tflops"].items()),
+        )
     report["results"] = bench.run(
         where, sizes, batches, variants, args.models, args.width, args.warmup, args.repeats, show
     )
@@ -526,7 +621,6 @@ def _bench(args: argparse.Namespace) -> None:
         report["notebook_seconds"] = seconds = bench.time_notebooks(chapter_notebooks())
         for name, taken in seconds.items():
             print(f"notebook {name:<18} {taken:6.1f} s in fast mode")
-    out = args.out or REPO_ROOT / "results" / f"bench-{where.type}.json"
     write_json(out, report)
     print(f"written to {out}")
 
@@ -553,7 +647,11 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: a GPU if any)")
     parser.add_argument(
-        "--sizes", type=_size, nargs="+", metavar="HxW", help="input sizes, e.g. 500x500 360x480"
+        "--sizes",
+        type=_fixed_size,
+        nargs="+",
+        metavar="HxW",
+        help="input sizes, e.g. 500x500 360x480",
     )
     parser.add_argument("--batches", type=_positive(int), nargs="+", metavar="N")
     parser.add_argument(
@@ -577,7 +675,9 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
         default=1.0,
         help="channel width of the FCN-8s backbones (default 1.0, the real VGG16)",
     )
-    parser.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
+    parser.add_argument(
+        "--warmup", type=_positive(int, zero=True), default=3, help="untimed calls (default 3)"
+    )
     parser.add_argument(
         "--repeats", type=_positive(int), default=10, help="timed calls (default 10)"
     )
@@ -594,6 +694,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_evaluate,
     _add_predict,
     _add_reproduce,
+    _add_weights,
     _add_bench,
 ]
 

@@ -36,13 +36,19 @@ PEAK_TFLOPS: dict[str, dict[str, float]] = {
 #: The measured variants: precision, memory format and compilation, each adding one step.
 VARIANTS: dict[str, dict[str, object]] = {
     "fp32": {"precision": "fp32", "channels_last": False, "compile": False},
+    "fp32+channels_last": {"precision": "fp32", "channels_last": True, "compile": False},
+    "fp32+compile": {"precision": "fp32", "channels_last": False, "compile": True},
     "bf16": {"precision": "bf16", "channels_last": False, "compile": False},
     "bf16+channels_last": {"precision": "bf16", "channels_last": True, "compile": False},
     "bf16+channels_last+compile": {"precision": "bf16", "channels_last": True, "compile": True},
 }
 
-#: The models measured: FCN-8s on each backbone, and torchvision's peer.
-MODELS = ("fcn8s-vgg16", "fcn8s-vgg16_bn", "fcn_resnet50")
+#: The models measured: FCN-8s on each backbone, and torchvision's peers.
+MODELS = ("fcn8s-vgg16", "fcn8s-vgg16_bn", "fcn_resnet50", "lraspp_mobilenet_v3_large")
+PEERS = {
+    "fcn_resnet50": torchvision.models.segmentation.fcn_resnet50,
+    "lraspp_mobilenet_v3_large": torchvision.models.segmentation.lraspp_mobilenet_v3_large,
+}
 
 
 def time_call(
@@ -75,8 +81,8 @@ def peak_tflops(device: torch.device, precision: str) -> float | None:
 
 
 def channel_width(name: str, width: float) -> float:
-    """The channel width ``name`` is built with: ``width`` for FCN-8s, 1.0 for the peer."""
-    return 1.0 if name == "fcn_resnet50" else width
+    """The channel width ``name`` is built with: ``width`` for FCN-8s, 1.0 for the peers."""
+    return 1.0 if name in PEERS else width
 
 
 def build_model(name: str, num_classes: int = 21, width: float = 1.0) -> nn.Module:
@@ -84,11 +90,9 @@ def build_model(name: str, num_classes: int = 21, width: float = 1.0) -> nn.Modu
 
     ``width`` scales the channels of the FCN-8s backbones; the peer is always the real one.
     """
-    if name == "fcn_resnet50":
+    if name in PEERS:
         return _OutputOnly(
-            torchvision.models.segmentation.fcn_resnet50(
-                weights=None, weights_backbone=None, num_classes=num_classes
-            )
+            PEERS[name](weights=None, weights_backbone=None, num_classes=num_classes)
         )
     model, _, backbone = name.partition("-")
     if name not in MODELS:
@@ -105,6 +109,16 @@ class _OutputOnly(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)["out"]
+
+
+def matmul_peak(device: torch.device, precision: str, size: int = 1024, repeats: int = 5) -> float:
+    """This device's measured matrix-multiply rate in TFLOP/s at ``precision`` ("fp32" or
+    "bf16"): the median over ``repeats`` products of two ``size`` x ``size`` matrices, after
+    warm-up. On a CPU, where no data sheet gives the peak, this stands for it."""
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+    a, b = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
+    seconds = statistics.median(time_call(lambda: a @ b, device, warmup=2, repeats=repeats))
+    return 2 * size**3 / seconds / 1e12
 
 
 def count_flops(model: nn.Module, inputs: torch.Tensor, train: bool) -> int:
@@ -246,18 +260,26 @@ def run(
     return results
 
 
-def format_results(results: list[dict[str, object]]) -> str:
-    """A plain-text table of measured results, one line each."""
+def format_results(results: list[dict[str, object]], peaks: dict[str, float] | None = None) -> str:
+    """A plain-text table of measured results, one line each. With ``peaks`` (TFLOP/s by
+    precision, e.g. :func:`matmul_peak`'s, measured in the same run) each achieved rate is
+    also given as a percentage of the fp32 and of the bf16 peak, instead of the MFU."""
+    last = f"{'%fp32':>6} {'%bf16':>6}" if peaks else f"{'MFU':>6}"
     lines = [
         f"{'model':<15} {'size':>7} {'batch':>5} {'variant':<27} {'task':<5} "
-        f"{'ms':>9} {'img/s':>8} {'GFLOP/img':>9} {'TFLOP/s':>8} {'MFU':>6}"
+        f"{'ms':>9} {'img/s':>8} {'GFLOP/img':>9} {'TFLOP/s':>8} {last}"
     ]
     for r in results:
-        mfu = "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
+        if peaks:
+            rate = r["achieved_tflops"]
+            tail = f"{100 * rate / peaks['fp32']:>5.0f}% {100 * rate / peaks['bf16']:>5.0f}%"
+        else:
+            mfu = "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
+            tail = f"{mfu:>6}"
         lines.append(
-            f"{r['model']:<15} {r['height']:>3}x{r['width']:<3} {r['batch']:>5} "
+            f"{r['model'][:15]:<15} {r['height']:>3}x{r['width']:<3} {r['batch']:>5} "
             f"{r['variant']:<27} {r['task']:<5} {r['median_ms']:>9.2f} {r['images_per_s']:>8.2f} "
-            f"{r['flops_per_image'] / 1e9:>9.1f} {r['achieved_tflops']:>8.3f} {mfu:>6}"
+            f"{r['flops_per_image'] / 1e9:>9.1f} {r['achieved_tflops']:>8.3f} {tail}"
         )
     return "\n".join(lines)
 

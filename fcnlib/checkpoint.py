@@ -8,13 +8,18 @@ dropout masks as an uninterrupted one.
 
 from __future__ import annotations
 
+import pickle
 import random
+import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
+from fcnlib.config import TrainConfig, build_model
 from fcnlib.records import atomic_write
 
 
@@ -33,15 +38,28 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     Raises ``FileNotFoundError`` or ``ValueError`` with a message naming the file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"checkpoint {path} is a folder: give a checkpoint file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist: train one with `fcnlib train`")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises several types for damaged or foreign files
+        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's message advises loading with weights_only=False, which could run the file's
+        # code: not advice to pass on about a file that may come from anywhere.
         raise ValueError(
-            f"checkpoint {path} cannot be read ({type(error).__name__}: {error}); "
+            f"checkpoint {path} cannot be read as tensors and plain values: it is damaged, not "
+            "an fcnlib checkpoint, or holds Python objects, which fcnlib does not load (loading "
+            "them could run code)"
+        ) from None
+    except Exception as error:  # torch raises several types for damaged or foreign files
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise ValueError(
+            f"checkpoint {path} cannot be read ({type(error).__name__}: {first}); "
             "it is damaged or not an fcnlib checkpoint"
-        ) from error
+        ) from None
 
 
 def rng_state() -> dict[str, Any]:
@@ -68,3 +86,36 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_trained(
+    source: str | Path | dict[str, Any],
+    device: torch.device | str = "cpu",
+    name: str | Path | None = None,
+) -> tuple[nn.Module, TrainConfig]:
+    """The model saved in a checkpoint, in eval mode on ``device``, and its configuration.
+
+    ``source`` is the checkpoint's path, or the checkpoint already read by ``checkpoint.load``
+    (``name``, its path or shipped name, then goes into error messages).
+    """
+    state = source if isinstance(source, dict) else load(source)
+    name = (
+        f"checkpoint {name or source}" if name or not isinstance(source, dict) else "the checkpoint"
+    )
+    missing = [key for key in ("config", "model", "num_classes") if key not in state]
+    if missing:
+        raise ValueError(
+            f"{name} is not an fcnlib checkpoint (it has no {', '.join(missing)}): give one "
+            "written by `fcnlib train`, or a shipped net's name (`fcnlib weights`)"
+        )
+    try:
+        config = TrainConfig.from_dict(state["config"])
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} holds settings fcnlib cannot use: {error}") from None
+    try:
+        model = build_model(replace(config, pretrained=False), state["num_classes"])
+        model.load_state_dict(state["model"])
+    except (RuntimeError, TypeError, ValueError) as error:
+        first = str(error).strip().splitlines()[0]
+        raise ValueError(f"{name}: its weights do not fit its settings ({first})") from None
+    return model.to(device).eval(), config

@@ -1,16 +1,18 @@
-"""Class tables of the datasets: names, colours and the ignored label, read from ``data/meta``."""
+"""Class tables of the datasets: names, colours and the ignored label, read from the package's
+``meta/`` folder (package data, so that an installed wheel has them too)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from functools import cache
+from importlib import resources
 
 import numpy as np
 
-from fcnlib.runtime import REPO_ROOT
-
-META_DIR = REPO_ROOT / "data" / "meta"
+#: Dataset metadata: class tables, split lists, label checksums. fcnlib is installed as files
+#: (editable or from a wheel), so this is a ``pathlib.Path``.
+META_DIR = resources.files("fcnlib") / "meta"
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,9 @@ def class_table(dataset: str) -> ClassTable:
     """The class table of ``dataset`` ("camvid" or "voc")."""
     path = META_DIR / f"{dataset}.json"
     if not path.is_file():
-        known = sorted(p.stem for p in META_DIR.glob("*.json"))
+        known = sorted(
+            p.name.removesuffix(".json") for p in META_DIR.iterdir() if p.name.endswith(".json")
+        )
         raise ValueError(f"no class table for dataset {dataset!r} in {META_DIR}; known: {known}")
     meta = json.loads(path.read_text())
     return ClassTable(

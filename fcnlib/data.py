@@ -29,17 +29,17 @@ SBD_DIR = Path("benchmark_RELEASE") / "dataset"
 Transforms = Callable[[tv_tensors.Image, tv_tensors.Mask], tuple[torch.Tensor, torch.Tensor]]
 
 
-def read_image(path: Path) -> tv_tensors.Image:
-    """Decode an image file into a (3, H, W) uint8 ``tv_tensors.Image``."""
+def read_image(
+    path: Path, remedy: str = "the file is damaged or truncated: download the dataset again"
+) -> tv_tensors.Image:
+    """Decode an image file into a (3, H, W) uint8 ``tv_tensors.Image``; an OSError naming the
+    file and ``remedy`` (what to do) if it cannot be decoded."""
     try:
         with Image.open(path) as file:
             pixels = np.array(file.convert("RGB"))
     # PIL reports damaged files as OSError (truncated data) or SyntaxError (broken PNG chunks).
     except (OSError, SyntaxError) as error:
-        raise OSError(
-            f"cannot read image {path}: {error}. The file is damaged or truncated: "
-            "download the dataset again"
-        ) from error
+        raise OSError(f"cannot read image {path}: {error}; {remedy}") from error
     return tv_tensors.Image(torch.from_numpy(pixels).permute(2, 0, 1))
 
 
@@ -149,6 +149,11 @@ class CamVid(SegmentationFiles):
             raise _missing_root(f"CamVid {split} split", folder, "camvid")
         images = {p.stem: p for p in (folder / split).iterdir() if p.suffix in IMAGE_SUFFIXES}
         labels = {p.stem: p for p in (folder / f"{split}annot").glob("*.png")}
+        if not images and not labels:
+            raise FileNotFoundError(
+                f"CamVid {split} split: {folder / split} and {folder / f'{split}annot'} hold no "
+                f"images: download it again with `python -m fcnlib download camvid`"
+            )
         unpaired = sorted(images.keys() ^ labels.keys())
         if unpaired:
             raise FileNotFoundError(

@@ -9,19 +9,22 @@ checks, so an interrupted run leaves nothing that looks complete.
 What is verified: VOC 2012 and SBD archives by the MD5s torchvision publishes for them. The
 CamVid archive (a GitHub snapshot, which GitHub may re-compress) has no stable checksum, so its
 contents are verified instead: the SHA-256 of every one of its 701 label files against
-``data/meta/camvid-labels.sha256``, and the number and pairing of the images.
+``fcnlib/meta/camvid-labels.sha256``, and the number and pairing of the images.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import gzip
 import hashlib
 import http.client
+import lzma
 import os
 import shutil
 import tarfile
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -190,11 +193,23 @@ def _select_members(
 ) -> list[tarfile.TarInfo]:
     """The members under ``member_root``, renamed relative to it, after checking every one."""
     root_parts = PurePosixPath(member_root).parts if member_root else ()
+    members = archive.getmembers()
+    # Paths are resolved lexically below, which is sound only where no symlink member stands
+    # in for a folder: a path through one may lead anywhere (a/up -> .., then a/up/up/x).
+    symlinks = {PurePosixPath(os.path.normpath(m.name)) for m in members if m.issym()}
+
+    def through_symlink(path: PurePosixPath) -> bool:
+        return any(parent in symlinks for parent in path.parents)
+
     selected = []
-    for member in archive.getmembers():
+    for member in members:
         path = PurePosixPath(member.name)
         if not _inside(path):
             raise UnsafeArchiveError(f"{source} holds {member.name!r}, a path leading out")
+        if through_symlink(PurePosixPath(os.path.normpath(path))):
+            raise UnsafeArchiveError(
+                f"{source} holds {member.name!r}, a path through a symlink of the archive"
+            )
         if not _under(path, root_parts):
             continue
         relative = PurePosixPath(*path.parts[len(root_parts) :])
@@ -203,10 +218,14 @@ def _select_members(
             link = PurePosixPath(member.linkname)
             if member.issym():
                 target = PurePosixPath(os.path.normpath(relative.parent / link))
+                in_archive = PurePosixPath(os.path.normpath(path.parent / link))
             else:
                 target = PurePosixPath(*link.parts[len(root_parts) :])
+                in_archive = PurePosixPath(os.path.normpath(link))
             outside = member.islnk() and not _under(link, root_parts)
-            if outside or link.is_absolute() or not _inside(target) or target.name == "":
+            # A link to (or through) a symlink resolves as that symlink does, not as written.
+            linked = through_symlink(in_archive) or (member.islnk() and in_archive in symlinks)
+            if outside or linked or link.is_absolute() or not _inside(target) or target.name == "":
                 raise UnsafeArchiveError(
                     f"{source} holds a link {member.name!r} -> {member.linkname!r} leading out"
                 )
@@ -245,9 +264,10 @@ def safe_extract(
             # Python versions with extraction filters check again; older ones rely on ours.
             options = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
             tar.extractall(staging, members=members, **options)
-    except (tarfile.TarError, EOFError) as error:
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile) as error:
+        # a truncated or re-compressed download fails here, mid-stream
         shutil.rmtree(staging, ignore_errors=True)
-        raise DownloadError(f"{archive} is not a readable archive ({error}): delete it") from error
+        raise DownloadError(f"{archive} is not a readable archive ({error})") from error
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -264,7 +284,7 @@ def safe_extract(
 def verify_camvid(folder: Path) -> None:
     """Check a CamVid folder: split sizes, image-label pairing, and label digests.
 
-    Every label file must match its SHA-256 in ``data/meta/camvid-labels.sha256``; images can
+    Every label file must match its SHA-256 in ``fcnlib/meta/camvid-labels.sha256``; images can
     only be counted and paired (copies may be PNG or JPEG). Raises ``DownloadError``.
     """
     for split, size in CAMVID_SPLITS.items():
@@ -279,8 +299,8 @@ def verify_camvid(folder: Path) -> None:
             bad.append(name)
     if bad:
         raise DownloadError(
-            f"{len(bad)} CamVid label files in {folder} are missing or differ from the published "
-            f"ones (first: {bad[0]}): delete {folder} and download it again"
+            f"{len(bad)} CamVid label files are missing or differ from the published ones "
+            f"(first: {bad[0]})"
         )
 
 
@@ -292,6 +312,7 @@ def write_camvid_manifest(folder: Path, manifest: Path = CAMVID_MANIFEST) -> Non
 
 
 def _fetch_and_extract(
+    name: str,
     archive: Archive,
     root: Path,
     folder: str,
@@ -300,11 +321,23 @@ def _fetch_and_extract(
     progress: bool,
 ) -> Path:
     target = root / folder
+    again = f"run `python -m fcnlib download {name}` again"
     if target.is_dir():
-        verify(target)
+        try:
+            verify(target)
+        except (DownloadError, FileNotFoundError, ValueError) as error:
+            raise DownloadError(f"{target}: {error}; delete {target} and {again}") from error
         return target
     downloaded = fetch(archive.url, root / "downloads" / archive.filename, archive.md5, progress)
-    safe_extract(downloaded, target, member_root, verify)
+    try:
+        safe_extract(downloaded, target, member_root, verify)
+    except (DownloadError, FileNotFoundError, ValueError) as error:
+        # The archive is final only once read and checked: a bad one must not be reused.
+        downloaded.unlink(missing_ok=True)
+        raise DownloadError(
+            f"{error}; deleted the download {downloaded} and the files extracted from it: "
+            f"{again} to download it anew"
+        ) from error
     downloaded.unlink()
     return target
 
@@ -318,7 +351,9 @@ def download_camvid(
     """
     root = Path(root) if root is not None else data_root()
     archive = archive or CAMVID_ARCHIVE
-    return _fetch_and_extract(archive, root, "camvid", "*/CamVid", verify_camvid, progress)
+    return _fetch_and_extract(
+        "camvid", archive, root, "camvid", "*/CamVid", verify_camvid, progress
+    )
 
 
 def _verify_voc_tree(folder: Path) -> None:
@@ -347,8 +382,11 @@ def download_voc(
     """
     root = Path(root) if root is not None else data_root()
     voc, sbd = voc or VOC_ARCHIVE, sbd or SBD_ARCHIVE
-    _fetch_and_extract(voc, root, VOC_DIR.parts[0], VOC_DIR.parts[0], _verify_voc_tree, progress)
-    _fetch_and_extract(sbd, root, SBD_DIR.parts[0], SBD_DIR.parts[0], _verify_sbd_tree, progress)
+    for archive, folder, verify in (
+        (voc, VOC_DIR, _verify_voc_tree),
+        (sbd, SBD_DIR, _verify_sbd_tree),
+    ):
+        _fetch_and_extract("voc", archive, root, folder.parts[0], folder.parts[0], verify, progress)
     for split in ("train", "seg11valid"):
         PascalVOC(split, root=root)
     return root

@@ -23,10 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from fcnlib.predict import evaluation_split
+from fcnlib import checkpoint, train, weights
+from fcnlib.classes import class_table
+from fcnlib.config import run_name
+from fcnlib.data import DATASETS
+from fcnlib.predict import predict, save_labels
 from fcnlib.published import VOC_MEAN_IU, published
-from fcnlib.runtime import REPO_ROOT
+from fcnlib.records import check_writable, environment, write_csv, write_json
+from fcnlib.runtime import REPO_ROOT, distributed
+from fcnlib.scoring import evaluation_split, history_rows, score_checkpoint
 
 #: The coarser net each net starts from in staged training; None: from scratch (or ImageNet).
 STAGED_FROM: dict[str, str | None] = {
@@ -68,8 +75,8 @@ class Run:
 
 def result_paths(results: Path, dataset: str, model: str) -> tuple[Path, Path, Path]:
     """The record, history and predictions folder of ``model`` on ``dataset`` in ``results``."""
-    stem = results / f"{dataset}-{model}"
-    return stem.with_suffix(".json"), results / f"{dataset}-{model}-history.csv", stem
+    stem = results / run_name(dataset, model)
+    return stem.with_suffix(".json"), results / f"{stem.name}-history.csv", stem
 
 
 def load_runs(dataset: str, results: str | Path | None = None) -> dict[str, Run]:
@@ -179,6 +186,33 @@ def plot_time_to_accuracy(runs: dict[str, Run], dataset: str, ax=None):
     return ax
 
 
+def plot_recorded_history(records: dict[str, dict[str, Any]], axes=None, smooth: int = 25):
+    """The training loss (a ``smooth``-step running mean) and the validation mean IU of
+    recorded runs against minutes of training, coarser stages first, from records that keep
+    the whole history (shipped nets, :mod:`fcnlib.weights`), by model. The minutes of a step
+    are interpolated between the validations, which record the clock. Returns ``axes``."""
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
+    loss_ax, iu_ax = axes
+    for model, record in records.items():
+        history, before = record["history"], record["stage"]["seconds_before"]
+        clock = np.interp(
+            history["steps"], [0, *history["eval_steps"]], [0, *history["eval_seconds"]]
+        )
+        window = min(smooth, len(history["loss"]))
+        loss = np.convolve(history["loss"], np.ones(window) / window, mode="valid")
+        (line,) = loss_ax.plot((before + clock[window - 1 :]) / 60, loss, lw=1, label=label(model))
+        minutes = (before + np.asarray(history["eval_seconds"])) / 60
+        ious = [100 * scores["mean_iu"] for scores in history["evals"]]
+        iu_ax.plot(minutes, ious, "o-", ms=3, color=line.get_color(), label=label(model))
+    loss_ax.set(xlabel="minutes of training", ylabel="training loss per pixel")
+    iu_ax.set(xlabel="minutes of training", ylabel="validation mean IU (%)")
+    iu_ax.legend(loc="lower right", fontsize=8)
+    return axes
+
+
 def evaluation_frames(count: int, total: int) -> list[int]:
     """``count`` indices spread evenly over ``total`` images, first and last included."""
     if count <= 0 or total <= 0:
@@ -207,14 +241,6 @@ def reproduce(
     Returns the recorded runs, as :func:`load_runs` reads them back (under ``torchrun``, on
     rank 0; every process trains and scores its share, rank 0 alone records).
     """
-    from fcnlib import checkpoint
-    from fcnlib.classes import class_table
-    from fcnlib.data import DATASETS
-    from fcnlib.predict import history_rows, predict, save_labels, score_checkpoint
-    from fcnlib.records import write_csv, write_json
-    from fcnlib.train import distributed, init_distributed, recipe, run, run_device
-
-    init_distributed()
     rank = distributed()[0]
     if rank != 0:
         say = lambda text: None  # noqa: E731
@@ -222,23 +248,29 @@ def reproduce(
     models = [m for m in STAGED_FROM if m in set(models)]
     overrides = dict(overrides or {})
     runs, results = Path(runs), Path(results)
-    dataset = recipe(recipe_name, **overrides).dataset
+    dataset = train.recipe(recipe_name, **overrides).dataset
     table = class_table(dataset)
-    seconds: dict[str, float] = {}  # training seconds of each net trained (or found trained)
-    for model in models:
-        config = recipe(recipe_name, model, **overrides, progress=progress)
-        config.checkpoint = str(runs / f"{dataset}-{model}.pt")
+    for model in models:  # before the work, not after it
         coarser = STAGED_FROM[model]
-        init_from = None if coarser is None else runs / f"{dataset}-{coarser}.pt"
-        if init_from is not None and not init_from.is_file():
+        init_from = runs / f"{run_name(dataset, coarser)}.pt" if coarser else None
+        if coarser not in (None, *models) and not init_from.is_file():
             raise FileNotFoundError(
                 f"{model} starts from {coarser}'s checkpoint {init_from}, which does not exist: "
                 f"train {coarser} first (add it to the models)"
             )
+        if rank == 0:
+            check_writable(runs / f"{run_name(dataset, model)}.pt", "--runs")
+            check_writable(result_paths(results, dataset, model)[0], "--results")
+    seconds: dict[str, float] = {}  # training seconds of each net trained (or found trained)
+    for model in models:
+        config = train.recipe(recipe_name, model, **overrides, progress=progress)
+        config.checkpoint = str(runs / f"{run_name(dataset, model)}.pt")
+        coarser = STAGED_FROM[model]
+        init_from = None if coarser is None else runs / f"{run_name(dataset, coarser)}.pt"
         say(f"{label(model)}: {config.checkpoint}" + (f" from {init_from}" if init_from else ""))
-        history = run(config, init_from, say)
+        history = train.run(config, init_from, say)
         seconds[model] = history.seconds
-        device = run_device(config)
+        device = train.run_device(config)
         # every process scores its share of the images (fcnlib.predict.evaluate)
         net, metrics, record = score_checkpoint(
             config.checkpoint, None, limit, device, progress and rank == 0, command
@@ -248,7 +280,7 @@ def reproduce(
         before = 0.0
         while coarser is not None:  # nets trained before this call: read their checkpoints
             if coarser not in seconds:
-                state = checkpoint.load(runs / f"{dataset}-{coarser}.pt")
+                state = checkpoint.load(runs / f"{run_name(dataset, coarser)}.pt")
                 seconds[coarser] = state["history"]["seconds"]
             before += seconds[coarser]
             coarser = STAGED_FROM[coarser]
@@ -266,3 +298,43 @@ def reproduce(
         return {}
     recorded = load_runs(dataset, results)
     return {model: recorded[model] for model in models if model in recorded}
+
+
+def ship(
+    dataset: str,
+    models: list[str],
+    runs: str | Path = "runs",
+    results: str | Path = "results",
+    folder: Path = weights.TRAINED_DIR,
+    command: list[str] | None = None,
+    say=print,
+) -> dict[str, weights.Weights]:
+    """Export each of ``models`` trained by ``fcnlib reproduce`` (``runs/DATASET-MODEL.pt``
+    with its record ``results/DATASET-MODEL.json``) into ``folder``, then score the float16
+    weights on the record's split, all of its images, and record those scores (the float32
+    mean IU is kept as ``float32_mean_iu``) and ``command`` (fcnlib's arguments)."""
+    shipped = {}
+    for model in models:
+        name = run_name(dataset, model)
+        record_path = Path(results) / f"{name}.json"
+        if not record_path.is_file():
+            raise FileNotFoundError(
+                f"{record_path} does not exist: record {model} with `fcnlib reproduce` first"
+            )
+        record = json.loads(record_path.read_text())
+        shipped_net = weights.export(Path(runs) / f"{name}.pt", name, record, folder)
+        _, _, scored = score_checkpoint(weights.state(name, folder), record["split"], device="cpu")
+        full = {
+            **shipped_net.record,
+            **{key: scored[key] for key in ("metrics", "per_class_iu", "images")},
+            "float32_mean_iu": record["metrics"]["mean_iu"],
+            "shipped_by": environment(torch.device("cpu"), command),
+        }
+        write_json(shipped_net.path.with_suffix(".json"), full)
+        shipped[name] = weights.Weights(name, shipped_net.path, full)
+        say(
+            f"{name}: {shipped_net.path} ({shipped_net.path.stat().st_size / 1e6:.1f} MB), mean IU "
+            f"{100 * full['metrics']['mean_iu']:.2f} % in float16, "
+            f"{100 * full['float32_mean_iu']:.2f} % in float32, on {full['images']} images"
+        )
+    return shipped

@@ -158,3 +158,16 @@ def accuracy_by_boundary_distance(
     total = torch.bincount(bins[inside], minlength=size)
     right = torch.bincount(bins[inside & (pred == target)], minlength=size)
     return right, total
+
+
+def trimap_accuracy(
+    pred: torch.Tensor, target: torch.Tensor, widths: list[float], ignore_index: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Counts of right and of all labelled pixels within ``widths[k]`` pixels of a label
+    boundary (:func:`boundary_distance` below ``widths[k]``), for each band width: the trimap
+    measure of Kohli et al. (2009) that the DeepLab papers use. Two int64 tensors of
+    ``len(widths)`` counts; sum them over images and divide."""
+    if list(widths) != sorted(widths) or not widths or widths[0] <= 0:
+        raise ValueError(f"widths must be positive and increasing, got {widths}")
+    right, total = accuracy_by_boundary_distance(pred, target, [0, *widths], ignore_index)
+    return right.cumsum(0), total.cumsum(0)

@@ -30,6 +30,7 @@ from fcnlib.receptive import (
     Exact,
     Geometry,
     LayerSpec,
+    layer_spec,
     receptive_field,
     receptive_field_table,
     symbolic_trace,
@@ -202,15 +203,38 @@ class FCN(nn.Module):
         return offsets
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        *_, scores = self._fused(x)
+        return self.score(getattr(self, self.final_upsample)(scores), x)
+
+    def _fused(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The score maps before the final upsampling: score_fr, then each skip's fusion."""
         features = self.backbone(x)
-        scores = self.score_fr(features["drop7"])
+        fused = [self.score_fr(features["drop7"])]
         for skip in self._skip_layers:
-            scores = getattr(self, skip.upsample)(scores)
+            scores = getattr(self, skip.upsample)(fused[-1])
             tap = features[skip.tap]
             if skip.tap in self.skip_scales:
                 tap = tap * self.skip_scales[skip.tap]
-            scores = scores + getattr(self, skip.crop)(getattr(self, skip.score)(tap), scores)
-        return self.score(getattr(self, self.final_upsample)(scores), x)
+            fused.append(scores + getattr(self, skip.crop)(getattr(self, skip.score)(tap), scores))
+        return fused
+
+    @torch.no_grad()
+    def stage_scores(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each score map the net fuses, taken apart: ``score_fr`` (stride 32), then
+        ``fuse_pool4`` (16) and ``fuse_pool3`` (8) as far as the net has them, each upsampled
+        bilinearly to the input and cropped where the geometry puts it, as the net's own final
+        upsampling does. (N, num_classes, H, W) each; the last is ``self(x)``."""
+        references = ["score_fr", *(skip.upsample for skip in self._skip_layers)]
+        names = ["score_fr", *(skip.fuse for skip in self._skip_layers)]
+        stages = {}
+        for name, reference, scores in zip(names, references, self._fused(x), strict=True):
+            geometry = receptive_field(self, until=reference)
+            factor = int(geometry.S[0])
+            upsample = bilinear_upsampler(self.num_classes, factor).to(scores)
+            crop = Crop()
+            crop.offset = crop_offset(layer_spec(upsample).apply(geometry), Geometry(), name)
+            stages[name] = crop(upsample(scores), x)
+        return stages
 
     def fusion_trace(self, x: torch.Tensor) -> list[FusionStep]:
         """The maps computed for input ``x``, from the backbone's taps to the cropped scores.

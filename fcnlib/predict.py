@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms.v2 import functional as F
@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from fcnlib.classes import ClassTable
 from fcnlib.metrics import SegmentationMetrics
-from fcnlib.published import published
+from fcnlib.records import atomic_write
 from fcnlib.transforms import IMAGENET_MEAN, IMAGENET_STD
 from fcnlib.viz import overlay
 
@@ -68,6 +68,8 @@ def evaluate(
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     count = len(dataset) if limit is None else min(limit, len(dataset))
+    if count < 1:
+        raise ValueError(f"nothing to score: {describe(dataset)} holds no images")
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     loader = DataLoader(Subset(dataset, range(rank, count, world)), batch_size=1)
     metrics = SegmentationMetrics(table.num_classes, table.ignore_index)
@@ -86,135 +88,88 @@ def evaluate(
     return metrics
 
 
-def format_scores(metrics: SegmentationMetrics, table: ClassTable, model: str | None = None) -> str:
-    """The paper's four metrics and the IU of every class as a text table, in percent.
+def describe(dataset: Dataset) -> str:
+    """How messages name a dataset: its split and folder where it has them."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    split, root = getattr(dataset, "split", None), getattr(dataset, "root", None)
+    if split is None or root is None:
+        return f"the {type(dataset).__name__} dataset"
+    return f"the {split} split in {root}"
 
-    With ``model`` (e.g. "fcn8s") on PASCAL VOC, the published mean IU of that model follows.
-    """
-    scores = metrics.compute()
-    lines = [f"{'metric':<24}{'ours':>8}"]
-    for key in ("pixel_accuracy", "mean_accuracy", "mean_iu", "frequency_weighted_iu"):
-        lines.append(f"{key.replace('_', ' '):<24}{100 * scores[key]:8.1f}")
-    lines.append("")
-    lines.append(f"{'class':<24}{'IU':>8}")
-    for name, iu in zip(table.classes, scores["per_class_iu"].tolist(), strict=True):
-        lines.append(f"{name:<24}{'absent' if np.isnan(iu) else f'{100 * iu:.1f}':>8}")
-    if model is not None and table.name.lower().startswith(("voc", "pascal")):
-        lines.append("")
-        lines.append(f"mean IU of {model} on seg11valid: ours {100 * scores['mean_iu']:.1f}")
-        for source, value in published("voc", model).items():
-            lines.append(f"  {source:<22}{value:8.1f}")
-    return "\n".join(lines)
+
+#: The PNG text chunk fcnlib marks its pictures with, so that it knows them again.
+SOFTWARE = ("Software", "fcnlib")
+
+
+def _save_png(picture: Image.Image, path: Path) -> Path:
+    info = PngImagePlugin.PngInfo()
+    info.add_text(*SOFTWARE)
+    atomic_write(path, lambda file: picture.save(file, format="PNG", pnginfo=info))
+    return path
+
+
+def written_by_fcnlib(path: Path) -> bool:
+    """True if ``path`` is a PNG that fcnlib wrote (:data:`SOFTWARE` in its text chunks)."""
+    try:
+        with Image.open(path) as picture:
+            return picture.info.get(SOFTWARE[0]) == SOFTWARE[1]
+    except (OSError, SyntaxError):
+        return False
 
 
 def save_labels(labels: torch.Tensor, table: ClassTable, path: Path) -> Path:
-    """Write an (H, W) label map to ``path`` as a palette PNG and return ``path``.
+    """Write an (H, W) label map to ``path`` as a palette PNG, atomically; return ``path``.
 
     Each pixel stores its class id and shows in the class's colour, so the file is both a
     picture and a label map (as VOC's own label files are); ``read_label`` reads it back.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     picture = Image.fromarray(labels.numpy().astype(np.uint8))  # "L"; the palette makes it "P"
     picture.putpalette(table.palette().ravel().tolist())
-    picture.save(path)
-    return path
+    return _save_png(picture, path)
+
+
+def prediction_paths(
+    images: list[Path], folder: Path, overwrite: bool = False
+) -> list[tuple[Path, Path]]:
+    """Where :func:`save_prediction` writes each image's ``STEM.png`` and ``STEM_overlay.png``
+    in ``folder``, checked before anything is written.
+
+    Raises ValueError if two images share a stem, if an output would replace one of the
+    images, or (unless ``overwrite``) if an output path holds a file fcnlib did not write.
+    """
+    inputs = {path.resolve(): path for path in images}
+    paths, claimed = [], {}
+    for image in images:
+        outputs = (folder / f"{image.stem}.png", folder / f"{image.stem}_overlay.png")
+        for output in outputs:
+            resolved = output.resolve()
+            if resolved in inputs:
+                raise ValueError(
+                    f"{output} would replace the input image {inputs[resolved]}: write the "
+                    "predictions into another folder with --out"
+                )
+            if resolved in claimed:
+                raise ValueError(
+                    f"{claimed[resolved]} and {image} would both be written to {output}: "
+                    "predict them into separate folders with --out"
+                )
+            claimed[resolved] = image
+            if output.exists() and not overwrite and not written_by_fcnlib(output):
+                raise ValueError(
+                    f"{output} exists and was not written by fcnlib: move it, choose another "
+                    "--out folder, or pass --overwrite to replace it"
+                )
+        paths.append(outputs)
+    return paths
 
 
 def save_prediction(
-    image: torch.Tensor, labels: torch.Tensor, table: ClassTable, folder: Path, stem: str
+    image: torch.Tensor, labels: torch.Tensor, table: ClassTable, paths: tuple[Path, Path]
 ) -> tuple[Path, Path]:
-    """Write ``STEM.png`` (:func:`save_labels`) and ``STEM_overlay.png`` (the class colours
-    blended over ``image``) into ``folder``; return their paths."""
-    overlay_path = folder / f"{stem}_overlay.png"
-    label_path = save_labels(labels, table, folder / f"{stem}.png")
-    Image.fromarray(overlay(image, labels, table)).save(overlay_path)
+    """Write the label map (:func:`save_labels`) and the class colours blended over ``image``
+    to ``paths`` (see :func:`prediction_paths`); return them."""
+    label_path, overlay_path = paths
+    save_labels(labels, table, label_path)
+    _save_png(Image.fromarray(overlay(image, labels, table)), overlay_path)
     return label_path, overlay_path
-
-
-def evaluation_record(
-    state: dict, metrics: SegmentationMetrics, table: ClassTable, split: str, images: int
-) -> dict[str, object]:
-    """A JSON-ready record of a trained model's scores on ``images`` images of ``split``.
-
-    ``state`` is the checkpoint (``fcnlib.checkpoint.load``) that was scored: the record keeps
-    its configuration, its step count and its training time, so that the numbers can be
-    reproduced and set against the time they took. Fractions in [0, 1]; None for a class with
-    no pixels in either the labels or the predictions.
-    """
-    scores = metrics.compute()
-    per_class = [float(value) for value in scores["per_class_iu"].tolist()]
-    config, history = state["config"], state.get("history", {})
-    seconds = history.get("seconds", 0.0)
-    return {
-        "model": config["model"],
-        "dataset": config["dataset"],
-        "split": split,
-        "images": images,
-        "metrics": {k: v for k, v in scores.items() if k != "per_class_iu"},
-        "per_class_iu": {
-            name: None if np.isnan(value) else value
-            for name, value in zip(table.classes, per_class, strict=True)
-        },
-        "training": {
-            "steps": state["step"],
-            "seconds": seconds,
-            "images_per_second": state["step"] * config["batch_size"] / seconds
-            if seconds
-            else None,
-            "config": config,
-        },
-    }
-
-
-def history_rows(history: dict) -> tuple[list[str], list[list[object]]]:
-    """The validations of a training history (``History.to_dict()``) as CSV header and rows:
-    step, training seconds, the loss of that step, then every validation metric."""
-    names = sorted(history["evals"][0]) if history["evals"] else []
-    loss_at = dict(zip(history["steps"], history["loss"], strict=True))
-    rows = [
-        [step, seconds, loss_at.get(step), *(scores[name] for name in names)]
-        for step, seconds, scores in zip(
-            history["eval_steps"], history["eval_seconds"], history["evals"], strict=True
-        )
-    ]
-    return ["step", "train_seconds", "loss", *names], rows
-
-
-def evaluation_split(dataset: str) -> str:
-    """The split a dataset's trained models are scored on: CamVid test, VOC seg11valid."""
-    return {"camvid": "test", "voc": "seg11valid"}[dataset]
-
-
-def score_checkpoint(
-    path: str | Path,
-    split: str | None = None,
-    limit: int | None = None,
-    device: torch.device | str | None = None,
-    progress: bool = False,
-    command: list[str] | None = None,
-) -> tuple[nn.Module, SegmentationMetrics, dict[str, object]]:
-    """Score checkpoint ``path`` on the first ``limit`` images (default: all) of ``split``
-    (default: :func:`evaluation_split`), as ``fcnlib evaluate`` does.
-
-    Returns the model (in eval mode on ``device``), its metrics and their
-    :func:`evaluation_record`, with the machine, versions, commit and ``command``
-    (``fcnlib.records.environment``) under ``"environment"``.
-    """
-    from fcnlib import checkpoint
-    from fcnlib.classes import class_table
-    from fcnlib.data import DATASETS
-    from fcnlib.records import environment
-    from fcnlib.runtime import device as default_device
-    from fcnlib.train import load_trained
-    from fcnlib.transforms import eval_transforms
-
-    device = torch.device(device) if device is not None else default_device()
-    state = checkpoint.load(path)
-    model, config = load_trained(state, device)
-    table = class_table(config.dataset)
-    split = split or evaluation_split(config.dataset)
-    dataset = DATASETS[config.dataset](split, transforms=eval_transforms())
-    metrics = evaluate(model, dataset, table, device, limit=limit, progress=progress)
-    count = len(dataset) if limit is None else min(limit, len(dataset))
-    record = evaluation_record(state, metrics, table, split, count)
-    return model, metrics, {**record, "environment": environment(device, command)}

@@ -9,6 +9,7 @@ file and an interrupted write leaves the old one in place.
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import json
 import os
@@ -94,7 +95,10 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _remove_stale_temporaries(path)
+    handle, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
+    )
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_UMASK
     try:
         os.chmod(temporary, mode)
@@ -115,14 +119,57 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     return path
 
 
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporary files of earlier writes of ``path`` whose process has died (a
+    ``kill -9`` mid-write leaves one behind); those of live processes are still being written."""
+    for temporary in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = temporary.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            temporary.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def check_writable(path: str | Path, option: str = "") -> Path:
+    """Fail now rather than after the work if ``path`` cannot be written: make its folder and
+    a temporary file in it. Raises OSError naming ``option`` (e.g. "--out") and ``path``."""
+    path, name = Path(path), f"{option} {path}".strip()
+    if path.is_dir():
+        raise IsADirectoryError(f"{name} is a folder: give the path of a file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as error:
+        raise OSError(
+            f"{name} cannot be written ({error.strerror}): choose a folder you can write to"
+        ) from None
+    return path
+
+
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically, creating its folder if needed."""
     atomic_write(path, lambda file: file.write(text.encode()))
 
 
 def write_json(path: Path, record: dict[str, object]) -> None:
-    """Write ``record`` as indented JSON, atomically."""
-    write_text(path, json.dumps(record, indent=1) + "\n")
+    """Write ``record`` as indented, strict JSON (no NaN or infinity, which standard parsers
+    refuse), atomically."""
+    try:
+        text = json.dumps(record, indent=1, allow_nan=False)
+    except ValueError as error:
+        raise ValueError(
+            f"{path} not written: the record holds NaN or infinity ({error})"
+        ) from None
+    write_text(path, text + "\n")
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:

@@ -36,7 +36,10 @@ class ResidentDataset:
     ) -> None:
         count = len(dataset) if limit is None else min(limit, len(dataset))
         if count < 1:
-            raise ValueError(f"need at least one item to hold, got limit={limit}")
+            raise ValueError(
+                f"nothing to hold: {getattr(dataset, 'root', 'the dataset')} gives "
+                f"{len(dataset)} images and limit={limit}"
+            )
         first_image, _ = dataset[0]
         self.images = torch.empty((count, *first_image.shape), dtype=torch.uint8, device=device)
         self.masks = torch.empty((count, *first_image.shape[-2:]), dtype=torch.uint8, device=device)

@@ -64,7 +64,11 @@ def class_frequencies(
     """
     count = len(dataset) if limit is None else min(limit, len(dataset))
     if count < 1:
-        raise ValueError(f"need at least one image to count classes, got limit={limit}")
+        where = getattr(dataset, "root", "the dataset")
+        raise ValueError(
+            f"no labels to count classes in: {where} gives {len(dataset)} images and "
+            f"limit={limit}; check the data root, or raise the limit"
+        )
     table = dataset.table
     per_image = np.stack(
         [label_histogram(dataset.mask(i), table) for i in tqdm(range(count), disable=not progress)]

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import signal
 import threading
 import time
@@ -37,269 +36,39 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
 from fcnlib import checkpoint
+from fcnlib import models as fcn_models
 from fcnlib.classes import ClassTable, class_table
+from fcnlib.config import (  # noqa: F401  (re-exported: the chapters import them from here)
+    CPU_LR,
+    CPU_STEPS,
+    FAST_MODE,
+    PAPER_LR,
+    PAPER_STEPS,
+    RECIPES,
+    RESUMABLE,
+    TrainConfig,
+    build_model,
+    recipe,
+)
+from fcnlib.data import DATASETS, CamVid, PascalVOC
 from fcnlib.predict import evaluate
+from fcnlib.records import check_writable
 from fcnlib.resident import ResidentDataset, ResidentLoader
-from fcnlib.runtime import seed_everything, synchronise
-from fcnlib.schedule import SCHEDULES, make_schedule
-
-MODELS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
-RECIPES = ("paper", "paper-normalised", "modern", "cpu")
-#: The reference implementation's solvers: base_lr for an unnormalised loss, and max_iter.
-PAPER_LR = {"fcn32s": 1e-10, "fcn16s": 1e-12, "fcn8s": 1e-14, "fcn8s-atonce": 1e-10}
-PAPER_STEPS = {"fcn32s": 100_000, "fcn16s": 100_000, "fcn8s": 100_000, "fcn8s-atonce": 300_000}
-#: The "cpu" recipe's steps of batch 8: about 38, 15 and 15 minutes on two AVX2 cores.
-CPU_STEPS = {"fcn32s": 1000, "fcn16s": 400, "fcn8s": 400, "fcn8s-atonce": 1800}
-#: Its peak rates: the staged nets fine-tune a trained net, more gently than it was trained.
-CPU_LR = {"fcn32s": 1e-3, "fcn16s": 5e-4, "fcn8s": 5e-4, "fcn8s-atonce": 1e-3}
-#: Options that may differ between a run and its resumption: they do not change the numbers.
-RESUMABLE = (
-    "steps_per_call",
-    "eval_interval",
-    "log_interval",
-    "checkpoint",
-    "checkpoint_interval",
-    "num_workers",
-    "val_limit",
-    "progress",
-    "compile",
-    "channels_last",
-    "device",
+from fcnlib.runtime import (
+    distributed,
+    launched_processes,
+    native_bf16,
+    parse_device,
+    seed_everything,
+    synchronise,
 )
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run. Lengths are in pixels, intervals in steps.
-
-    A *step* is one optimiser update over ``batch_size`` images, summed over all processes;
-    each process feeds them ``micro_batch`` at a time (gradient accumulation), which whole
-    images of different sizes (PASCAL VOC without cropping) need. ``loss="sum"`` sums the
-    cross-entropy over the pixels of the batch, as the paper's Caffe nets did; ``"mean"``
-    divides by the number of labelled pixels.
-    """
-
-    model: str = "fcn8s"
-    backbone: str = "vgg16"
-    width: float = 1.0
-    pad100: bool = True
-    pretrained: bool = False
-    dataset: str = "camvid"
-    train_limit: int | None = None
-    val_limit: int | None = None
-    crop_size: tuple[int, int] | None = (352, 480)
-    augment: bool = True
-    optimizer: str = "sgd"
-    lr: float = 1e-4
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    bias_lr_mult: float = 1.0
-    loss: str = "mean"
-    class_weights: bool = False
-    batch_size: int = 1
-    micro_batch: int | None = None
-    steps: int = 1000
-    schedule: str = "constant"
-    warmup_steps: int = 0
-    poly_power: float = 0.9
-    amp: str = "auto"
-    channels_last: bool = False
-    compile: bool = False
-    resident: bool = False
-    num_workers: int = 0
-    device: str = "auto"
-    seed: int = 0
-    deterministic: bool = False
-    eval_interval: int = 0
-    log_interval: int = 10
-    checkpoint: str | None = None
-    checkpoint_interval: int = 0
-    steps_per_call: int | None = None
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if isinstance(self.crop_size, int):
-            self.crop_size = (self.crop_size, self.crop_size)
-        elif self.crop_size is not None:
-            self.crop_size = tuple(self.crop_size)
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the first option that makes no sense."""
-        choices = {
-            "model": MODELS,
-            "backbone": ("vgg16", "vgg16_bn"),
-            "dataset": ("camvid", "voc"),
-            "optimizer": ("sgd", "adamw"),
-            "loss": ("sum", "mean"),
-            "schedule": SCHEDULES,
-            "amp": ("auto", "off", "bf16", "fp16"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"
-                )
-        for name in ("lr", "width"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("batch_size", "steps", "log_interval"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
-        if self.crop_size is not None and min(self.crop_size) < 1:
-            raise ValueError(f"crop_size must be positive, got {self.crop_size}")
-        if self.micro_batch is not None and (
-            self.micro_batch < 1 or self.batch_size % self.micro_batch
-        ):
-            raise ValueError(
-                f"micro_batch ({self.micro_batch}) must divide batch_size ({self.batch_size})"
-            )
-        if self.crop_size is None and self.dataset == "voc" and (self.micro_batch or 2) > 1:
-            raise ValueError(
-                "PASCAL VOC images differ in size: without crop_size, set micro_batch to 1"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        """The configuration as plain Python values, as stored in checkpoints."""
-        values = dataclasses.asdict(self)
-        values["crop_size"] = list(self.crop_size) if self.crop_size else None
-        return values
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """The inverse of :meth:`to_dict`; unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown configuration keys {unknown}")
-        return cls(**values)
-
-
-def recipe(name: str, model: str = "fcn8s", **overrides: Any) -> TrainConfig:
-    """The configuration of a named recipe for ``model``, with ``overrides`` applied.
-
-    - ``"paper"``: the reference implementation on PASCAL VOC + SBD. ImageNet VGG16, whole
-      images, batch 1, loss summed over pixels, SGD with momentum 0.99, weight decay 5e-4,
-      fixed learning rate 1e-10 / 1e-12 / 1e-14 for FCN-32s / 16s / 8s (1e-10 at once),
-      biases at twice the rate and without decay, 100,000 steps (300,000 at once).
-    - ``"paper-normalised"``: the CVPR paper's equivalent: mean loss, batch 20, momentum 0.9,
-      rate 1e-4, the same 100,000 images (5,000 steps).
-    - ``"modern"``: from scratch on CamVid crops: VGG16-BN, batch 16, AdamW at 1e-3 with weight
-      decay 1e-4, 200 warm-up steps then polynomial decay, median-frequency class weights,
-      bf16 autocast and channels-last on a GPU, data held on the GPU.
-    - ``"cpu"``: the modern recipe sized for two CPU cores: an eighth of VGG16-BN's channels
-      (2.1 million weights, 4 MB in bf16), batch 8 of 352x480 crops, channels-last,
-      ``CPU_STEPS`` steps at peak rate ``CPU_LR`` (the staged FCN-32s, 16s and 8s in about
-      70 minutes on two AVX2 cores), validating every 200 steps.
-    """
-    if name not in RECIPES:
-        raise ValueError(f"recipe must be one of {', '.join(RECIPES)}; got {name!r}")
-    if model not in MODELS:
-        raise ValueError(f"model must be one of {', '.join(MODELS)}; got {model!r}")
-    paper = dict(
-        model=model,
-        backbone="vgg16",
-        pretrained=True,
-        dataset="voc",
-        crop_size=None,
-        augment=False,
-        optimizer="sgd",
-        weight_decay=5e-4,
-        bias_lr_mult=2.0,
-        micro_batch=1,
-        schedule="constant",
-        eval_interval=4000,
-        checkpoint_interval=4000,
-    )
-    settings = {
-        "paper": dict(
-            paper,
-            lr=PAPER_LR[model],
-            momentum=0.99,
-            loss="sum",
-            batch_size=1,
-            steps=PAPER_STEPS[model],
-        ),
-        "paper-normalised": dict(
-            paper,
-            lr=1e-4,
-            momentum=0.9,
-            loss="mean",
-            batch_size=20,
-            steps=PAPER_STEPS[model] // 20,
-            eval_interval=200,
-            checkpoint_interval=200,
-        ),
-        "modern": dict(
-            model=model,
-            backbone="vgg16_bn",
-            dataset="camvid",
-            crop_size=(352, 480),
-            optimizer="adamw",
-            lr=1e-3,
-            weight_decay=1e-4,
-            loss="mean",
-            class_weights=True,
-            batch_size=16,
-            steps=4000,
-            schedule="poly",
-            warmup_steps=200,
-            amp="auto",
-            channels_last=torch.cuda.is_available(),  # on CPUs it slows batch norm down
-            resident=True,
-            eval_interval=500,
-            checkpoint_interval=500,
-        ),
-    }
-    settings["cpu"] = dict(
-        settings["modern"],
-        width=0.125,
-        batch_size=8,
-        steps=CPU_STEPS[model],
-        lr=CPU_LR[model],
-        warmup_steps=50,
-        channels_last=True,  # measured: 8 % faster at width 1/8 on 352x480 crops
-        eval_interval=200,
-        checkpoint_interval=100,
-    )
-    return TrainConfig(**{**settings[name], **overrides})
-
-
-#: Overrides of the "modern" recipe for the book's fast mode: a slim net on small CamVid
-#: crops that trains for a few seconds on a laptop CPU. It learns little; say so.
-FAST_MODE = dict(
-    width=0.0625,
-    crop_size=(96, 128),
-    batch_size=8,
-    train_limit=48,
-    val_limit=4,
-    steps=40,
-    lr=3e-3,
-    warmup_steps=5,
-    class_weights=False,
-    eval_interval=20,
-    log_interval=5,
-)
-
-
-def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
-    """The fcnlib model a configuration names, with ImageNet weights if ``config.pretrained``."""
-    from fcnlib import models
-
-    return models.build(
-        config.model,
-        num_classes,
-        backbone=config.backbone,
-        pad100=config.pad100,
-        weights="DEFAULT" if config.pretrained else None,
-        width=config.width,
-    )
+from fcnlib.schedule import make_schedule
+from fcnlib.stats import class_frequencies, median_frequency_weights
+from fcnlib.transforms import eval_transforms, train_transforms
 
 
 def load_data(
@@ -313,11 +82,6 @@ def load_data(
     ``train_limit`` images only, if set. Validation data (CamVid val, or VOC seg11valid, or
     ``eval_split``) is normalised whole images.
     """
-    from torch.utils.data import Subset
-
-    from fcnlib.data import CamVid, PascalVOC
-    from fcnlib.transforms import eval_transforms, train_transforms
-
     table = class_table(config.dataset)
     source, train_split, val_split = {
         "camvid": (CamVid, "train", "val"),
@@ -347,26 +111,9 @@ def class_weights(config: TrainConfig) -> torch.Tensor | None:
     """Median-frequency class weights of the training labels, or None if not configured."""
     if not config.class_weights:
         return None
-    from fcnlib.data import DATASETS
-    from fcnlib.stats import class_frequencies, median_frequency_weights
-
     source = DATASETS[config.dataset]("train")
     weights = median_frequency_weights(class_frequencies(source, limit=config.train_limit))
     return torch.from_numpy(weights).float()
-
-
-def load_trained(
-    source: str | Path | dict[str, Any], device: torch.device | str = "cpu"
-) -> tuple[nn.Module, TrainConfig]:
-    """The model saved in a checkpoint, in eval mode on ``device``, and its configuration.
-
-    ``source`` is the checkpoint's path, or the checkpoint already read by ``checkpoint.load``.
-    """
-    state = source if isinstance(source, dict) else checkpoint.load(source)
-    config = TrainConfig.from_dict(state["config"])
-    model = build_model(dataclasses.replace(config, pretrained=False), state["num_classes"])
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), config
 
 
 @dataclass
@@ -427,39 +174,13 @@ class _StopOnSignal:
                 signal.signal(signum, handler)
 
 
-def distributed() -> tuple[int, int]:
-    """This process's rank and the number of processes (0 and 1 without torch.distributed)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def init_distributed() -> None:
-    """Join the process group that ``torchrun`` describes in the environment, if any.
-
-    NCCL on GPUs (one per process, by ``LOCAL_RANK``), gloo on CPUs.
-    """
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-
-
 def run_device(config: TrainConfig) -> torch.device:
     """The device a run uses: ``config.device``, or this process's GPU, or the CPU."""
     if config.device != "auto":
-        return torch.device(config.device)
+        return parse_device(config.device)
     if torch.cuda.is_available():
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
-
-
-def native_bf16(device: torch.device) -> bool:
-    """True where ``device`` multiplies bf16 in hardware: a GPU, or a CPU with AVX512-BF16 or
-    AMX. Elsewhere (AVX2 CPUs) bf16 is emulated, several times slower than float32."""
-    if device.type != "cpu":
-        return True
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -601,6 +322,11 @@ def fit(
     Raises :class:`NonFiniteLoss` naming the step where the loss became NaN or infinite, and
     :class:`Interrupted` after saving a checkpoint when SIGINT or SIGTERM arrives.
     """
+    if launched_processes() > 1 and not dist.is_initialized():
+        raise RuntimeError(
+            f"torchrun started {launched_processes()} processes but this one has not joined "
+            "their group: train inside `with fcnlib.runtime.process_group():`"
+        )
     rank, world = distributed()
     if config.batch_size % world or (config.batch_size // world) % (config.micro_batch or 1):
         raise ValueError(
@@ -781,15 +507,13 @@ def run(
     training); present, from where it stopped; trained to ``config.steps`` already, nowhere,
     and its saved history is returned. ``say`` reports on rank 0 only.
     """
-    from fcnlib import models
-
     if init_from is not None and not Path(init_from).is_file():
         raise FileNotFoundError(f"--init-from {init_from} does not exist")
-    init_distributed()
     rank, _ = distributed()
     if rank != 0:
         say = lambda text: None  # noqa: E731
     path = Path(config.checkpoint) if config.checkpoint else None
+    device = run_device(config)
     resuming = path is not None and path.exists()
     if resuming:
         state = checkpoint.load(path)
@@ -798,44 +522,12 @@ def run(
             say(f"{path} is already trained to step {state['step']}")
             return History.from_dict(state["history"])
         say(f"resuming {path} from step {state['step']} of {config.steps}")
-    device = run_device(config)
     train_data, val_data, table = load_data(config, device)
+    if path is not None and rank == 0:  # before the work, not after it
+        check_writable(path, "--checkpoint")
     seed_everything(config.seed)
     model = build_model(config, table.num_classes)
     if init_from is not None and not resuming:  # resuming, fit loads the checkpoint's weights
-        coarser, _ = load_trained(init_from)
-        models.init_from(model, coarser)
+        coarser, _ = checkpoint.load_trained(init_from)
+        fcn_models.init_from(model, coarser)
     return fit(model, train_data, config, table, val_data, class_weights(config))
-
-
-def plot_history(history: History, axes=None) -> None:
-    """Draw the training loss (per labelled pixel) and the validation mean IU against the step.
-
-    ``axes``: two matplotlib axes (default: a new figure with two panels).
-    """
-    import matplotlib.pyplot as plt
-
-    if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(10, 3.2), layout="constrained")
-    loss_ax, iu_ax = axes
-    loss_ax.clear(), iu_ax.clear()
-    loss_ax.plot(history.steps, history.loss, lw=1)
-    loss_ax.set(xlabel="step", ylabel="training loss per pixel")
-    iu_ax.plot(history.eval_steps, [100 * e["mean_iu"] for e in history.evals], "o-")
-    iu_ax.set(xlabel="step", ylabel="validation mean IU (%)")
-
-
-class LiveCurves:
-    """A ``fit`` callback that redraws :func:`plot_history` in a notebook as the run goes on."""
-
-    def __init__(self) -> None:
-        import matplotlib.pyplot as plt
-        from IPython.display import display
-
-        self.figure, self.axes = plt.subplots(1, 2, figsize=(10, 3.2), layout="constrained")
-        plt.close(self.figure)  # shown through the display handle only, not again at the end
-        self.handle = display(self.figure, display_id=True)
-
-    def __call__(self, history: History) -> None:
-        plot_history(history, self.axes)
-        self.handle.update(self.figure)

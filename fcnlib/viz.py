@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
-from matplotlib.patches import Patch
 
 from fcnlib.classes import ClassTable
+
+if TYPE_CHECKING:
+    from matplotlib.patches import Patch
+
+    from fcnlib.train import History
 
 
 def _to_numpy(array: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -55,7 +61,42 @@ def overlay(
 
 def legend_handles(table: ClassTable) -> list[Patch]:
     """Matplotlib patches naming each class in its colour, for ``ax.legend(handles=...)``."""
+    from matplotlib.patches import Patch  # matplotlib only for pictures, not for training
+
     return [
         Patch(color=np.array(colour) / 255, label=name)
         for name, colour in zip(table.classes, table.colours, strict=True)
     ]
+
+
+def plot_history(history: History, axes=None) -> None:
+    """Draw the training loss (per labelled pixel) and the validation mean IU against the step.
+
+    ``axes``: two matplotlib axes (default: a new figure with two panels).
+    """
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.2), layout="constrained")
+    loss_ax, iu_ax = axes
+    loss_ax.clear(), iu_ax.clear()
+    loss_ax.plot(history.steps, history.loss, lw=1)
+    loss_ax.set(xlabel="step", ylabel="training loss per pixel")
+    iu_ax.plot(history.eval_steps, [100 * e["mean_iu"] for e in history.evals], "o-")
+    iu_ax.set(xlabel="step", ylabel="validation mean IU (%)")
+
+
+class LiveCurves:
+    """A ``fit`` callback that redraws :func:`plot_history` in a notebook as the run goes on."""
+
+    def __init__(self) -> None:
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        self.figure, self.axes = plt.subplots(1, 2, figsize=(10, 3.2), layout="constrained")
+        plt.close(self.figure)  # shown through the display handle only, not again at the end
+        self.handle = display(self.figure, display_id=True)
+
+    def __call__(self, history: History) -> None:
+        plot_history(history, self.axes)
+        self.handle.update(self.figure)

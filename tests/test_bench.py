@@ -88,6 +88,8 @@ def test_command_line_writes_a_report_with_the_environment(tmp_path, capsys):
     assert main([*argv, "--warmup", "0", "--repeats", "1", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["environment"]["device"] == "cpu" and report["environment"]["torch"]
+    assert set(report["peak_tflops"]) == {"fp32", "bf16"}  # measured in the same run
+    assert all(0 < peak < 1e3 for peak in report["peak_tflops"].values())
     assert (
         report["environment"]["command"] == f"python -m fcnlib {' '.join(argv)} --warmup 0 "
         f"--repeats 1 --out {out}"
@@ -134,3 +136,17 @@ def test_results_table_has_one_line_per_result():
     lines = table.splitlines()
     assert len(lines) == 3 and lines[0].split()[:2] == ["model", "size"]
     assert "250.00" in lines[1] and "51.2%" in lines[1] and lines[2].endswith("-")
+
+
+def test_results_are_given_as_fractions_of_measured_peaks():
+    table = bench.format_results([row("fcn8s-vgg16", 4.0)], peaks={"fp32": 1.6, "bf16": 3.2})
+    header, line = table.splitlines()
+    assert header.split()[-2:] == ["%fp32", "%bf16"]
+    assert line.split()[-2:] == ["50%", "25%"]  # 0.8 TFLOP/s achieved
+
+
+def test_the_lraspp_peer_is_measured_too():
+    result = bench.measure(
+        "lraspp_mobilenet_v3_large", (64, 64), 1, "fp32", "infer", torch.device("cpu"), 1.0, 0, 1
+    )
+    assert result.channel_width == 1.0 and 1e7 < result.flops_per_image < 1e9

@@ -17,7 +17,7 @@ from fcnlib.__main__ import main
 
 
 @pytest.mark.parametrize(
-    "command", ["download", "train", "evaluate", "predict", "reproduce", "bench"]
+    "command", ["download", "train", "evaluate", "predict", "reproduce", "weights", "bench"]
 )
 def test_help_explains_and_gives_examples(command, capsys):
     with pytest.raises(SystemExit) as done:
@@ -43,6 +43,7 @@ def test_help_explains_and_gives_examples(command, capsys):
 )
 def test_bad_input_gets_one_line_and_exit_status_2(argv, message, capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("FCNLIB_DATA_ROOT", str(tmp_path))  # no dataset there
+    monkeypatch.chdir(tmp_path)  # nor checkpoints in the default runs/
     try:
         status = main(argv)
     except SystemExit as done:  # argparse's own errors

@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train import TABLE, TinySet, tiny_config, tiny_net
 
-from fcnlib.predict import score_checkpoint
+from fcnlib.scoring import score_checkpoint
 from fcnlib.train import distributed, fit
 
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 import fcnlib
 from fcnlib import checkpoint
 from fcnlib.__main__ import main
+from fcnlib.checkpoint import load_trained
 from fcnlib.data import CamVid, read_label
 from fcnlib.experiment import (
     STAGED_FROM,
@@ -18,12 +19,12 @@ from fcnlib.experiment import (
     format_comparison,
     label,
     load_runs,
+    plot_recorded_history,
     plot_time_to_accuracy,
     published_rows,
 )
 from fcnlib.predict import predict
 from fcnlib.published import published
-from fcnlib.train import load_trained
 
 matplotlib.use("Agg")
 
@@ -175,3 +176,22 @@ def test_evaluation_frames_spread_over_the_split(count, total):
     if len(frames) >= 2:
         assert frames[0] == 0 and frames[-1] == total - 1
         assert np.diff(frames).max() - np.diff(frames).min() <= 1
+
+
+def test_recorded_history_puts_each_step_at_its_minute_after_the_coarser_stages():
+    history = {
+        "steps": [1, 2, 3, 4],
+        "loss": [4.0, 3.0, 2.0, 1.0],
+        "eval_steps": [2, 4],
+        "eval_seconds": [30.0, 90.0],
+        "evals": [{"mean_iu": 0.1}, {"mean_iu": 0.3}],
+    }
+    record = {"history": history, "stage": {"seconds_before": 60.0}}
+    loss_ax, iu_ax = plot_recorded_history({"fcn16s": record}, smooth=2)
+    minutes, loss = loss_ax.lines[0].get_data()
+    # step 2 is validated at 30 s, step 3 half-way to 90 s; 60 s of FCN-32s come first
+    np.testing.assert_allclose(minutes, [1.5, 2.0, 2.5])
+    np.testing.assert_allclose(loss, [3.5, 2.5, 1.5])
+    minutes, ious = iu_ax.lines[0].get_data()
+    np.testing.assert_allclose(minutes, [1.5, 2.5])
+    np.testing.assert_allclose(ious, [10.0, 30.0])

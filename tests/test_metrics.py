@@ -11,6 +11,7 @@ from fcnlib.metrics import (
     boundary_distance,
     confusion_matrix,
     scores,
+    trimap_accuracy,
 )
 
 
@@ -172,3 +173,23 @@ def test_accuracy_by_boundary_distance_bins_right_and_all_pixels():
     near = (distance < 1) & (target != 9)
     assert total.tolist() == [int(near.sum()), int(((distance >= 1) & (target != 9)).sum())]
     assert right.tolist() == [int((near & (pred == target)).sum()), int(total[1])]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.lists(st.floats(0.5, 20), min_size=1, max_size=4))
+def test_trimap_counts_the_labelled_pixels_within_each_band(seed, widths):
+    generator = torch.Generator().manual_seed(seed)
+    target = torch.randint(0, 3, (12, 14), generator=generator).repeat_interleave(2, 1)
+    target[0, :5] = 9
+    pred = torch.randint(0, 3, target.shape, generator=generator)
+    widths = sorted(set(widths))
+    right, total = trimap_accuracy(pred, target, widths, ignore_index=9)
+    distance = boundary_distance(target)
+    for k, width in enumerate(widths):
+        band = (distance < width) & (target != 9)
+        assert total[k] == band.sum() and right[k] == (band & (pred == target)).sum()
+
+
+def test_trimap_widths_must_increase():
+    with pytest.raises(ValueError, match="widths must be positive and increasing"):
+        trimap_accuracy(torch.zeros(2, 2), torch.zeros(2, 2), [4, 2])

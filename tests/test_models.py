@@ -269,3 +269,23 @@ def test_build_names_the_models_and_passes_options():
         models.build("fcn8s", 21, backbone="resnet50")
     model = meta_model("fcn32s", backbone_name="vgg16_bn")
     assert isinstance(model.backbone.bn1_1, nn.BatchNorm2d)
+
+
+def test_stage_scores_take_fcn8s_apart_where_the_geometry_puts_each_map():
+    torch.manual_seed(0)
+    fcn32s = models.FCN32s(5, backbone="vgg16_bn", width=0.0625).eval()
+    for layer in (fcn32s.score_fr.weight, fcn32s.score_fr.bias):
+        torch.nn.init.normal_(layer)
+    fcn8s = models.init_from(models.FCN8s(5, backbone="vgg16_bn", width=0.0625), fcn32s).eval()
+    torch.nn.init.normal_(fcn8s.score_pool3.weight)
+    x = torch.randn(1, 3, 70, 90)
+    stages = fcn8s.stage_scores(x)
+    assert list(stages) == ["score_fr", "fuse_pool4", "fuse_pool3"]
+    assert all(scores.shape == (1, 5, 70, 90) for scores in stages.values())
+    with torch.no_grad():
+        # score_fr upsampled 32x is FCN-32s's output, whose weights FCN-8s started from
+        torch.testing.assert_close(stages["score_fr"], fcn32s(x))
+        torch.testing.assert_close(stages["fuse_pool3"], fcn8s(x))
+    # pool3's scores, no longer zero, change the finest map
+    assert not torch.equal(stages["fuse_pool4"], stages["fuse_pool3"])
+    assert list(fcn32s.stage_scores(x)) == ["score_fr"]

@@ -68,7 +68,7 @@ def test_source_version_from_git_or_from_the_variable_in_a_copy(tmp_path, monkey
 
 
 def test_history_rows_pair_each_validation_with_its_step_time_and_loss():
-    from fcnlib.predict import history_rows
+    from fcnlib.scoring import history_rows
 
     history = {
         "steps": [1, 2, 3, 4],
@@ -85,7 +85,7 @@ def test_history_rows_pair_each_validation_with_its_step_time_and_loss():
 def test_evaluation_record_keeps_absent_classes_as_none():
     from fcnlib import class_table
     from fcnlib.metrics import SegmentationMetrics
-    from fcnlib.predict import evaluation_record
+    from fcnlib.scoring import evaluation_record
 
     table = class_table("camvid")
     metrics = SegmentationMetrics(table.num_classes, table.ignore_index)

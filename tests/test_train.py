@@ -15,12 +15,15 @@ from torch import nn
 
 from fcnlib import checkpoint
 from fcnlib.classes import class_table
+from fcnlib.runtime import process_group
 from fcnlib.schedule import lr_factor, make_schedule
 from fcnlib.train import (
+    CPU_STEPS,
     PAPER_LR,
     Interrupted,
     NonFiniteLoss,
     TrainConfig,
+    amp_dtype,
     fit,
     make_optimizer,
     recipe,
@@ -288,6 +291,29 @@ def test_paper_recipes():
     )
 
 
+def test_the_cpu_recipe_is_the_modern_one_sized_for_two_cores():
+    modern = recipe("modern", "fcn16s")
+    cpu = {model: recipe("cpu", model) for model in CPU_STEPS}
+    assert (cpu["fcn16s"].width, cpu["fcn16s"].batch_size) == (0.125, 8)
+    for name in ("backbone", "crop_size", "optimizer", "schedule", "class_weights", "dataset"):
+        assert getattr(cpu["fcn16s"], name) == getattr(modern, name), name
+    # The staged nets start from a trained net and fine-tune it more gently.
+    assert cpu["fcn16s"].lr == cpu["fcn8s"].lr < cpu["fcn32s"].lr == cpu["fcn8s-atonce"].lr
+    assert [cpu[model].steps for model in CPU_STEPS] == list(CPU_STEPS.values())
+    assert recipe("cpu", "fcn8s", steps=3, width=0.0625).steps == 3  # overrides win
+
+
+def test_amp_auto_is_bf16_only_where_the_device_multiplies_it_natively(monkeypatch):
+    auto, cpu = TrainConfig(amp="auto"), torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert amp_dtype(auto, cpu) is None  # AVX2: emulated bf16 is slower than float32
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert amp_dtype(auto, cpu) is torch.bfloat16
+    assert amp_dtype(auto, torch.device("cuda")) is torch.bfloat16
+    assert amp_dtype(TrainConfig(amp="off"), torch.device("cuda")) is None
+
+
 def test_biases_get_twice_the_rate_and_no_decay_in_the_paper_recipe():
     optimizer = make_optimizer(tiny_net(), recipe("paper", "fcn32s"))
     weights, biases = optimizer.param_groups
@@ -322,3 +348,12 @@ def test_config_round_trips_through_a_weights_only_checkpoint(tmp_path):
 def test_a_set_smaller_than_a_batch_is_refused():
     with pytest.raises(ValueError, match="the training set has 3 images, fewer than batch_size 4"):
         fit(tiny_net(), TinySet(3), tiny_config(), TABLE)
+
+
+def test_training_under_torchrun_needs_the_process_group(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it, but no group was joined
+    with pytest.raises(RuntimeError, match=r"with fcnlib\.runtime\.process_group\(\)"):
+        fit(tiny_net(), TinySet(), tiny_config(steps=1), TABLE)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with process_group():  # one process: nothing to join, nothing to leave
+        assert not torch.distributed.is_initialized()

@@ -1,0 +1,125 @@
+"""Scores of trained nets as the command line and the records give them: the paper's four
+metrics as a table, JSON-ready records of a scored checkpoint, and a training history as rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from fcnlib import weights
+from fcnlib.checkpoint import load_trained
+from fcnlib.classes import ClassTable, class_table
+from fcnlib.data import DATASETS
+from fcnlib.metrics import SegmentationMetrics
+from fcnlib.predict import evaluate
+from fcnlib.published import published
+from fcnlib.records import environment
+from fcnlib.runtime import device as default_device
+from fcnlib.transforms import eval_transforms
+
+
+def format_scores(metrics: SegmentationMetrics, table: ClassTable, model: str | None = None) -> str:
+    """The paper's four metrics and the IU of every class as a text table, in percent.
+
+    With ``model`` (e.g. "fcn8s") on PASCAL VOC, the published mean IU of that model follows.
+    """
+    scores = metrics.compute()
+    lines = [f"{'metric':<24}{'ours':>8}"]
+    for key in ("pixel_accuracy", "mean_accuracy", "mean_iu", "frequency_weighted_iu"):
+        lines.append(f"{key.replace('_', ' '):<24}{100 * scores[key]:8.1f}")
+    lines.append("")
+    lines.append(f"{'class':<24}{'IU':>8}")
+    for name, iu in zip(table.classes, scores["per_class_iu"].tolist(), strict=True):
+        lines.append(f"{name:<24}{'absent' if np.isnan(iu) else f'{100 * iu:.1f}':>8}")
+    if model is not None and table.name.lower().startswith(("voc", "pascal")):
+        lines.append("")
+        lines.append(f"mean IU of {model} on seg11valid: ours {100 * scores['mean_iu']:.1f}")
+        for source, value in published("voc", model).items():
+            lines.append(f"  {source:<22}{value:8.1f}")
+    return "\n".join(lines)
+
+
+def evaluation_record(
+    state: dict, metrics: SegmentationMetrics, table: ClassTable, split: str, images: int
+) -> dict[str, object]:
+    """A JSON-ready record of a trained model's scores on ``images`` images of ``split``.
+
+    ``state`` is the checkpoint (``fcnlib.checkpoint.load``) that was scored: the record keeps
+    its configuration, its step count and its training time, so that the numbers can be
+    reproduced and set against the time they took. Fractions in [0, 1]; None for a class with
+    no pixels in either the labels or the predictions.
+    """
+    scores = metrics.compute()
+    per_class = [float(value) for value in scores["per_class_iu"].tolist()]
+    config, history = state["config"], state.get("history", {})
+    seconds = history.get("seconds", 0.0)
+    return {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "split": split,
+        "images": images,
+        "metrics": {k: v for k, v in scores.items() if k != "per_class_iu"},
+        "per_class_iu": {
+            name: None if np.isnan(value) else value
+            for name, value in zip(table.classes, per_class, strict=True)
+        },
+        "training": {
+            "steps": state["step"],
+            "seconds": seconds,
+            "images_per_second": state["step"] * config["batch_size"] / seconds
+            if seconds
+            else None,
+            "config": config,
+        },
+    }
+
+
+def history_rows(history: dict) -> tuple[list[str], list[list[object]]]:
+    """The validations of a training history (``History.to_dict()``) as CSV header and rows:
+    step, training seconds, the loss of that step, then every validation metric."""
+    names = sorted(history["evals"][0]) if history["evals"] else []
+    loss_at = dict(zip(history["steps"], history["loss"], strict=True))
+    rows = [
+        [step, seconds, loss_at.get(step), *(scores[name] for name in names)]
+        for step, seconds, scores in zip(
+            history["eval_steps"], history["eval_seconds"], history["evals"], strict=True
+        )
+    ]
+    return ["step", "train_seconds", "loss", *names], rows
+
+
+def evaluation_split(dataset: str) -> str:
+    """The split a dataset's trained models are scored on: CamVid test, VOC seg11valid."""
+    return {"camvid": "test", "voc": "seg11valid"}[dataset]
+
+
+def score_checkpoint(
+    path: str | Path | dict,
+    split: str | None = None,
+    limit: int | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    command: list[str] | None = None,
+) -> tuple[nn.Module, SegmentationMetrics, dict[str, object]]:
+    """Score checkpoint ``path`` (a file, a shipped net's name or a checkpoint already read; see
+    :func:`fcnlib.weights.read`) on the first ``limit`` images (default: all) of ``split``
+    (default: :func:`evaluation_split`), as ``fcnlib evaluate`` does.
+
+    Returns the model (in eval mode on ``device``), its metrics and their
+    :func:`evaluation_record`, with the machine, versions, commit and ``command``
+    (``fcnlib.records.environment``) under ``"environment"``.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    state = weights.read(path)
+    model, config = load_trained(state, device, name=None if isinstance(path, dict) else path)
+    table = class_table(config.dataset)
+    split = split or evaluation_split(config.dataset)
+    dataset = DATASETS[config.dataset](split, transforms=eval_transforms())
+    metrics = evaluate(model, dataset, table, device, limit=limit, progress=progress)
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    record = evaluation_record(state, metrics, table, split, count)
+    return model, metrics, {**record, "environment": environment(device, command)}
