@@ -123,6 +123,16 @@ class SegmentationFiles(torch.utils.data.Dataset):
         return image, mask
 
 
+def describe(dataset: torch.utils.data.Dataset) -> str:
+    """How messages name a dataset: its split and folder where it has them (through Subsets)."""
+    while isinstance(dataset, torch.utils.data.Subset):
+        dataset = dataset.dataset
+    split, root = getattr(dataset, "split", None), getattr(dataset, "root", None)
+    if split is None or root is None:
+        return f"the {type(dataset).__name__} dataset"
+    return f"the {split} split in {root}"
+
+
 def _missing_root(dataset: str, folder: Path, command: str) -> FileNotFoundError:
     return FileNotFoundError(
         f"{dataset} not found at {folder}: download it with `python -m fcnlib download "

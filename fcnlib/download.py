@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import fnmatch
 import gzip
-import hashlib
 import http.client
 import lzma
 import os
@@ -33,6 +32,7 @@ from tqdm.auto import tqdm
 
 from fcnlib.classes import META_DIR
 from fcnlib.data import CAMVID_SPLITS, SBD_DIR, VOC_DIR, CamVid, PascalVOC
+from fcnlib.records import file_digest
 from fcnlib.runtime import data_root
 
 CHUNK_BYTES = 1 << 20
@@ -72,12 +72,6 @@ class DownloadError(OSError):
 
 class _Interrupted(Exception):
     """The connection ended before the whole file arrived: resume."""
-
-
-def file_digest(path: Path, algorithm: str = "md5") -> str:
-    """The hex digest of a file's contents, by ``algorithm`` (a hashlib name)."""
-    with open(path, "rb") as file:
-        return hashlib.file_digest(file, algorithm).hexdigest()
 
 
 def _transfer(url: str, part: Path, progress: bool, timeout: float) -> None:

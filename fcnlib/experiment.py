@@ -250,23 +250,23 @@ def reproduce(
     runs, results = Path(runs), Path(results)
     dataset = train.recipe(recipe_name, **overrides).dataset
     table = class_table(dataset)
+    checkpoints = {model: runs / f"{run_name(dataset, model)}.pt" for model in STAGED_FROM}
     for model in models:  # before the work, not after it
         coarser = STAGED_FROM[model]
-        init_from = runs / f"{run_name(dataset, coarser)}.pt" if coarser else None
-        if coarser not in (None, *models) and not init_from.is_file():
+        if coarser not in (None, *models) and not checkpoints[coarser].is_file():
             raise FileNotFoundError(
-                f"{model} starts from {coarser}'s checkpoint {init_from}, which does not exist: "
-                f"train {coarser} first (add it to the models)"
+                f"{model} starts from {coarser}'s checkpoint {checkpoints[coarser]}, which does "
+                f"not exist: train {coarser} first (add it to the models)"
             )
         if rank == 0:
-            check_writable(runs / f"{run_name(dataset, model)}.pt", "--runs")
+            check_writable(checkpoints[model], "--runs")
             check_writable(result_paths(results, dataset, model)[0], "--results")
     seconds: dict[str, float] = {}  # training seconds of each net trained (or found trained)
     for model in models:
         config = train.recipe(recipe_name, model, **overrides, progress=progress)
-        config.checkpoint = str(runs / f"{run_name(dataset, model)}.pt")
+        config.checkpoint = str(checkpoints[model])
         coarser = STAGED_FROM[model]
-        init_from = None if coarser is None else runs / f"{run_name(dataset, coarser)}.pt"
+        init_from = checkpoints.get(coarser)
         say(f"{label(model)}: {config.checkpoint}" + (f" from {init_from}" if init_from else ""))
         history = train.run(config, init_from, say)
         seconds[model] = history.seconds
@@ -280,7 +280,7 @@ def reproduce(
         before = 0.0
         while coarser is not None:  # nets trained before this call: read their checkpoints
             if coarser not in seconds:
-                state = checkpoint.load(runs / f"{run_name(dataset, coarser)}.pt")
+                state = checkpoint.load(checkpoints[coarser])
                 seconds[coarser] = state["history"]["seconds"]
             before += seconds[coarser]
             coarser = STAGED_FROM[coarser]

@@ -17,6 +17,7 @@ from torchvision.transforms.v2 import functional as F
 from tqdm.auto import tqdm
 
 from fcnlib.classes import ClassTable
+from fcnlib.data import describe
 from fcnlib.metrics import SegmentationMetrics
 from fcnlib.records import atomic_write
 from fcnlib.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -86,16 +87,6 @@ def evaluate(
     if world > 1:
         dist.all_reduce(metrics.confusion)
     return metrics
-
-
-def describe(dataset: Dataset) -> str:
-    """How messages name a dataset: its split and folder where it has them."""
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
-    split, root = getattr(dataset, "split", None), getattr(dataset, "root", None)
-    if split is None or root is None:
-        return f"the {type(dataset).__name__} dataset"
-    return f"the {split} split in {root}"
 
 
 #: The PNG text chunk fcnlib marks its pictures with, so that it knows them again.

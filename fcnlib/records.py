@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import hashlib
 import io
 import json
 import os
@@ -136,6 +137,12 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # another user's process
         return True
     return True
+
+
+def file_digest(path: Path, algorithm: str = "md5") -> str:
+    """The hex digest of a file's contents, by ``algorithm`` (a hashlib name)."""
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, algorithm).hexdigest()
 
 
 def check_writable(path: str | Path, option: str = "") -> Path:

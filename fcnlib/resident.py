@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from fcnlib.classes import ClassTable
-from fcnlib.data import SegmentationFiles
+from fcnlib.data import SegmentationFiles, describe
 from fcnlib.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -37,7 +37,7 @@ class ResidentDataset:
         count = len(dataset) if limit is None else min(limit, len(dataset))
         if count < 1:
             raise ValueError(
-                f"nothing to hold: {getattr(dataset, 'root', 'the dataset')} gives "
+                f"nothing to hold: {describe(dataset)} gives "
                 f"{len(dataset)} images and limit={limit}"
             )
         first_image, _ = dataset[0]

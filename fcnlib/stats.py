@@ -10,6 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fcnlib.classes import ClassTable
+from fcnlib.data import describe
 
 
 class LabelledDataset(Protocol):
@@ -64,9 +65,8 @@ def class_frequencies(
     """
     count = len(dataset) if limit is None else min(limit, len(dataset))
     if count < 1:
-        where = getattr(dataset, "root", "the dataset")
         raise ValueError(
-            f"no labels to count classes in: {where} gives {len(dataset)} images and "
+            f"no labels to count classes in: {describe(dataset)} gives {len(dataset)} images and "
             f"limit={limit}; check the data root, or raise the limit"
         )
     table = dataset.table

@@ -31,7 +31,7 @@ from torch import nn
 from fcnlib import checkpoint
 from fcnlib.checkpoint import load_trained
 from fcnlib.models import MODEL_NAMES
-from fcnlib.records import atomic_write, write_json
+from fcnlib.records import atomic_write, file_digest, write_json
 
 TRAINED_DIR: Path = resources.files("fcnlib") / "trained"  # a Path: fcnlib is installed as files
 #: The net ``fcnlib predict`` uses when no checkpoint is given.
@@ -71,11 +71,6 @@ def get(name: str, folder: Path = TRAINED_DIR) -> Weights:
             f"{', '.join(shipped) or 'none'}"
         )
     return shipped[name]
-
-
-def sha256(path: Path) -> str:
-    """The SHA-256 hex digest of a file."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def state(name: str, folder: Path = TRAINED_DIR) -> dict[str, Any]:
@@ -137,7 +132,7 @@ def export(
     }
     path = folder / f"{name}.safetensors"
     atomic_write(path, lambda file: file.write(save_tensors(tensors)))
-    full = {**record, "history": saved["history"], "sha256": sha256(path)}
+    full = {**record, "history": saved["history"], "sha256": file_digest(path, "sha256")}
     write_json(path.with_suffix(".json"), full)
     return Weights(name, path, full)
 

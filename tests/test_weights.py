@@ -11,6 +11,7 @@ from PIL import Image
 from fcnlib import weights
 from fcnlib.__main__ import main
 from fcnlib.experiment import STAGED_FROM, ship
+from fcnlib.records import file_digest
 from fcnlib.scoring import score_checkpoint
 
 SHIPPED = [f"camvid-{model}" for model in ("fcn32s", "fcn16s", "fcn8s")]
@@ -36,7 +37,7 @@ def test_ship_writes_float16_weights_scored_again(slim_experiment):
     assert list(nets) == ["camvid-fcn32s", "camvid-fcn16s"]
     for name, net in nets.items():
         record = json.loads(net.path.with_suffix(".json").read_text())
-        assert record["sha256"] == weights.sha256(net.path)
+        assert record["sha256"] == file_digest(net.path, "sha256")
         assert record["images"] == 233  # the whole test split, not reproduce's --limit 2
         assert record["history"]["steps"] == [1, 2]
         trained = torch.load(folder / "runs" / f"{name}.pt", weights_only=True)["model"]
@@ -80,7 +81,7 @@ def test_the_shipped_nets_fit_the_size_limits_and_their_checksums():
     sizes = [net.path.stat().st_size for net in shipped.values()]
     assert max(sizes) <= 8e6 and sum(sizes) <= 24e6
     for net in shipped.values():
-        assert net.record["sha256"] == weights.sha256(net.path)
+        assert net.record["sha256"] == file_digest(net.path, "sha256")
         assert net.record["training"]["config"]["width"] == 0.125
 
 
