@@ -257,12 +257,14 @@ def _overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
-def _add_recipe_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+def _add_recipe_options(
+    parser: argparse.ArgumentParser, skip: tuple[str, ...] = (), default: str = "modern"
+) -> None:
     parser.add_argument(
         "--recipe",
         choices=RECIPES,
-        default="modern",
-        help="the starting settings (default: modern)",
+        default=default,
+        help=f"the starting settings (default: {default})",
     )
     for flags, field, keywords, text in _TRAIN_OPTIONS:
         if field not in skip:
@@ -412,6 +414,64 @@ def _add_reproduce(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=_reproduce)
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    from fcnlib.sweep import format_sweep, sweep
+
+    overrides = _overrides(args)
+    model = overrides.pop("model", "fcn32s")
+    record = sweep(
+        args.recipe,
+        model,
+        args.minutes,
+        args.variants,
+        overrides,
+        args.out,
+        args.runs,
+        command=args.argv,
+    )
+    print(format_sweep(record))
+
+
+def _add_sweep(commands: argparse._SubParsersAction) -> None:
+    from fcnlib.sweep import VARIANTS
+
+    parser = commands.add_parser(
+        "sweep",
+        help="compare variants of a recipe by validation mean IU per training minute",
+        description="Train a net with each variant of a recipe for the same minutes of "
+        "training (each variant's steps set by timing a few of them) and record its "
+        "validation scores; the test split is not used. Run it again to resume.",
+    )
+    _add_recipe_options(parser, ("steps", "eval_interval", "checkpoint_interval"), "cpu")
+    parser.add_argument(
+        "--minutes",
+        type=_positive(float),
+        default=8.0,
+        help="training minutes per variant (default 8)",
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(VARIANTS),
+        default=list(VARIANTS),
+        metavar="VARIANT",
+        help=f"any of: {'; '.join(VARIANTS)} (default: all)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/sweep-cpu.json"),
+        help="the record (default: results/sweep-cpu.json)",
+    )
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        default=Path("runs/sweep"),
+        help="checkpoints folder (default: runs/sweep/)",
+    )
+    parser.set_defaults(run=_sweep)
 
 
 def _device(args: argparse.Namespace):
@@ -694,6 +754,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_evaluate,
     _add_predict,
     _add_reproduce,
+    _add_sweep,
     _add_weights,
     _add_bench,
 ]

@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import torch
 import torchvision
@@ -177,6 +177,17 @@ def write_json(path: Path, record: dict[str, object]) -> None:
             f"{path} not written: the record holds NaN or infinity ({error})"
         ) from None
     write_text(path, text + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; a file that is not one raises ``ValueError`` naming it."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except ValueError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}): delete it or restore it") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} holds no JSON object: delete it or restore it")
+    return record
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
