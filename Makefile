@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: book test lab clean system-deps
+.PHONY: book test lab clean system-deps outputs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,3 +34,7 @@ lab: $(STAMP)
 
 clean:
 	rm -rf book/_build $(VENV)
+
+# The committed outputs of every notebook, re-created in fast mode (pytest --nbval compares them).
+outputs: $(STAMP)
+	$(BIN)/python -c "from fcnlib import book; print(book.refresh_outputs())"

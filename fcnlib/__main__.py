@@ -1,22 +1,22 @@
 """The command line: ``python -m fcnlib COMMAND`` (or ``fcnlib COMMAND`` once installed).
 
-Each command is one ``_add_*`` function that registers its subparser and sets ``run``, the
+Each command is one ``_add_*`` function that registers its subparser and sets ``handle``, the
 function that carries it out; add a command by appending its ``_add_*`` to ``COMMANDS``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
+import typing
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from fcnlib.config import AMP_MODES, LOSSES, OPTIMIZERS, RECIPES, run_name
+from fcnlib.config import RECIPES, TrainConfig, run_name
 from fcnlib.data import DATASETS
-from fcnlib.models import BACKBONES, MODEL_NAMES
-from fcnlib.schedule import SCHEDULES
 
 
 def _download(args: argparse.Namespace) -> None:
@@ -45,7 +45,7 @@ def _add_download(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="folder to put it in (default: $FCNLIB_DATA_ROOT, else the repository's data/)",
     )
-    parser.set_defaults(run=_download)
+    parser.set_defaults(handle=_download)
 
 
 def _size(text: str) -> tuple[int, ...]:
@@ -85,148 +85,33 @@ def _positive(kind: type, zero: bool = False) -> Callable[[str], int | float]:
     return parse
 
 
-#: Command-line options of ``train``: (flags, TrainConfig field, argparse keywords, help).
-_TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, dict, str]] = [
-    (
-        ("--model",),
-        "model",
-        {"choices": MODEL_NAMES},
-        "the architecture (default: fcn8s)",
-    ),
-    (
-        ("--backbone",),
-        "backbone",
-        {"choices": BACKBONES},
-        "VGG16, or VGG16 with batch norm",
-    ),
-    (
-        ("--width",),
-        "width",
-        {"type": _positive(float)},
-        "channel multiplier of the backbone; 0.125 gives a slim net that trains on a CPU",
-    ),
-    (
-        ("--pretrained",),
-        "pretrained",
-        {"action": argparse.BooleanOptionalAction},
-        "start the backbone from ImageNet weights (downloaded by torchvision once)",
-    ),
-    (("--dataset",), "dataset", {"choices": list(DATASETS)}, "camvid, or voc (VOC 2012 + SBD)"),
-    (
-        ("--train-limit",),
-        "train_limit",
-        {"type": _positive(int), "metavar": "N"},
-        "train on the first N images only",
-    ),
-    (
-        ("--val-limit",),
-        "val_limit",
-        {"type": _positive(int), "metavar": "N"},
-        "validate on the first N images only",
-    ),
-    (
-        ("--crop",),
-        "crop_size",
-        {"type": _size, "metavar": "HxW"},
-        "training crop, e.g. 352x480, or none for whole images",
-    ),
-    (
-        ("--augment",),
-        "augment",
-        {"action": argparse.BooleanOptionalAction},
-        "random scale, crop, flip and colour jitter",
-    ),
-    (("--optimizer",), "optimizer", {"choices": OPTIMIZERS}, "SGD with momentum, or AdamW"),
-    (("--lr",), "lr", {"type": _positive(float)}, "base learning rate"),
-    (("--momentum",), "momentum", {"type": _positive(float, zero=True)}, "SGD momentum"),
-    (
-        ("--weight-decay",),
-        "weight_decay",
-        {"type": _positive(float, zero=True)},
-        "L2 penalty on the weights",
-    ),
-    (
-        ("--loss",),
-        "loss",
-        {"choices": LOSSES},
-        "cross-entropy averaged over the labelled pixels, or summed as in the paper",
-    ),
-    (
-        ("--class-weights",),
-        "class_weights",
-        {"action": argparse.BooleanOptionalAction},
-        "weight the loss by median-frequency class weights",
-    ),
-    (
-        ("--batch-size",),
-        "batch_size",
-        {"type": _positive(int)},
-        "images per optimiser step, over all GPUs",
-    ),
-    (
-        ("--micro-batch",),
-        "micro_batch",
-        {"type": _positive(int)},
-        "images per forward pass (gradient accumulation); 1 for whole VOC images",
-    ),
-    (("--steps",), "steps", {"type": _positive(int)}, "optimiser steps in all"),
-    (
-        ("--schedule",),
-        "schedule",
-        {"choices": SCHEDULES},
-        "fixed learning rate, or polynomial decay to 0",
-    ),
-    (
-        ("--warmup",),
-        "warmup_steps",
-        {"type": _positive(int, zero=True), "metavar": "STEPS"},
-        "linear warm-up steps",
-    ),
-    (
-        ("--amp",),
-        "amp",
-        {"choices": AMP_MODES},
-        "mixed precision; auto is bf16 on a GPU or a CPU with native bf16, else off",
-    ),
-    (
-        ("--channels-last",),
-        "channels_last",
-        {"action": argparse.BooleanOptionalAction},
-        "NHWC memory layout, faster with tensor cores",
-    ),
-    (
-        ("--compile",),
-        "compile",
-        {"action": argparse.BooleanOptionalAction},
-        "torch.compile the model (slow to start, faster per step)",
-    ),
-    (
-        ("--resident",),
-        "resident",
-        {"action": argparse.BooleanOptionalAction},
-        "decode the training set once and augment it on the device (CamVid)",
-    ),
-    (
-        ("--workers",),
-        "num_workers",
-        {"type": _positive(int, zero=True), "metavar": "N"},
-        "data loading processes",
-    ),
-    (("--device",), "device", {}, "cpu, cuda, cuda:1, ... (default: auto)"),
-    (("--seed",), "seed", {"type": int}, "random seed of the data order, augmentation and init"),
-    (
-        ("--eval-interval",),
-        "eval_interval",
-        {"type": _positive(int, zero=True), "metavar": "STEPS"},
-        "validate every STEPS steps (and at the end)",
-    ),
-    (
-        ("--checkpoint-interval",),
-        "checkpoint_interval",
-        {"type": _positive(int, zero=True), "metavar": "STEPS"},
-        "save a checkpoint every STEPS steps (and at the end, and on Ctrl-C)",
-    ),
-]
+def _config_options() -> list[tuple[str, dict]]:
+    """The options of ``fcnlib train``: (TrainConfig field, argparse keywords) for each field
+    with a help text, its parser chosen by the field's type (:func:`fcnlib.config._option`)."""
+    kinds = typing.get_type_hints(TrainConfig)
+    options = []
+    for field in dataclasses.fields(TrainConfig):
+        meta = field.metadata
+        if "help" not in meta:
+            continue
+        kind = kinds[field.name]
+        keywords: dict = {"help": meta["help"], "dest": field.name, "default": None}
+        keywords["flags"] = (meta["flag"] or "--" + field.name.replace("_", "-"),)
+        if meta["metavar"]:
+            keywords["metavar"] = meta["metavar"]
+        if kind is bool:
+            keywords["action"] = argparse.BooleanOptionalAction
+        elif meta["choices"]:
+            keywords["choices"] = meta["choices"]
+        elif field.name == "crop_size":
+            keywords["type"] = _size
+        elif kind in (int, float, int | None, float | None):
+            number = int if kind in (int, int | None) else float
+            minimum = meta["minimum"]
+            keywords["type"] = number if minimum is None else _positive(number, minimum == 0)
+        options.append((field.name, keywords))
+    return options
+
 
 _TRAIN_EPILOG = """\
 examples:
@@ -249,8 +134,8 @@ the staged FCN-32s, 16s and 8s), the one that trained the nets the book ships.
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    """The TrainConfig settings given on the command line (``_TRAIN_OPTIONS``)."""
-    overrides = {field: getattr(args, field, None) for _, field, _, _ in _TRAIN_OPTIONS}
+    """The TrainConfig settings given on the command line (``_config_options``)."""
+    overrides = {field: getattr(args, field, None) for field, _ in _config_options()}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if overrides.get("crop_size") == ():
         overrides["crop_size"] = None
@@ -266,9 +151,10 @@ def _add_recipe_options(
         default=default,
         help=f"the starting settings (default: {default})",
     )
-    for flags, field, keywords, text in _TRAIN_OPTIONS:
+    for field, keywords in _config_options():
         if field not in skip:
-            parser.add_argument(*flags, dest=field, default=None, help=text, **keywords)
+            keywords = dict(keywords)
+            parser.add_argument(*keywords.pop("flags"), **keywords)
 
 
 def _train_config(args: argparse.Namespace):
@@ -283,14 +169,14 @@ def _train_config(args: argparse.Namespace):
 
 def _train(args: argparse.Namespace) -> None:
     from fcnlib.runtime import distributed, process_group
-    from fcnlib.train import run
+    from fcnlib.train import start_or_resume
 
     config = _train_config(args)
     path = Path(config.checkpoint)
     if args.restart:
         path.unlink(missing_ok=True)
     with process_group():
-        history = run(config, args.init_from)
+        history = start_or_resume(config, args.init_from)
         rank = distributed()[0]
     if rank == 0:
         scores = history.evals[-1]
@@ -325,7 +211,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--restart", action="store_true", help="delete the checkpoint first")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(run=_train)
+    parser.set_defaults(handle=_train)
 
 
 def _reproduce(args: argparse.Namespace) -> None:
@@ -336,12 +222,12 @@ def _reproduce(args: argparse.Namespace) -> None:
     with process_group():
         runs = reproduce(
             args.recipe,
-            args.models,
-            _overrides(args),
-            args.runs,
-            args.results,
-            args.predictions,
-            args.limit,
+            models=args.models,
+            overrides=_overrides(args),
+            checkpoint_folder=args.runs,
+            results=args.results,
+            predictions=args.predictions,
+            limit=args.limit,
             progress=not args.quiet,
             command=args.argv,
         )
@@ -413,7 +299,7 @@ def _add_reproduce(commands: argparse._SubParsersAction) -> None:
         "--limit", type=_positive(int), metavar="N", help="score the first N images only"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.set_defaults(run=_reproduce)
+    parser.set_defaults(handle=_reproduce)
 
 
 def _sweep(args: argparse.Namespace) -> None:
@@ -423,15 +309,28 @@ def _sweep(args: argparse.Namespace) -> None:
     model = overrides.pop("model", "fcn32s")
     record = sweep(
         args.recipe,
-        model,
-        args.minutes,
-        args.variants,
-        overrides,
-        args.out,
-        args.runs,
+        model=model,
+        minutes=args.minutes,
+        variants=args.variants,
+        overrides=overrides,
+        out=args.out,
+        checkpoint_folder=args.runs,
         command=args.argv,
     )
     print(format_sweep(record))
+
+
+_SWEEP_EPILOG = """\
+examples:
+  fcnlib sweep                                   # FCN-32s, the cpu recipe, 8 minutes a variant
+  fcnlib sweep --minutes 4 --variants recipe "no class weights"
+  fcnlib sweep --width 0.0625 --crop 96x128 --train-limit 16 --minutes 0.2 \\
+      --device cpu --out /tmp/sweep.json         # a minute, to see it work
+
+A variant's steps are the training minutes over its measured seconds a step, and its schedule
+(warm-up, then polynomial decay) is spread over them. The record is written after each variant;
+run the same command again to resume. The book's training chapter shows results/sweep-cpu.json.
+"""
 
 
 def _add_sweep(commands: argparse._SubParsersAction) -> None:
@@ -443,6 +342,8 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
         description="Train a net with each variant of a recipe for the same minutes of "
         "training (each variant's steps set by timing a few of them) and record its "
         "validation scores; the test split is not used. Run it again to resume.",
+        epilog=_SWEEP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_recipe_options(parser, ("steps", "eval_interval", "checkpoint_interval"), "cpu")
     parser.add_argument(
@@ -471,14 +372,14 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
         default=Path("runs/sweep"),
         help="checkpoints folder (default: runs/sweep/)",
     )
-    parser.set_defaults(run=_sweep)
+    parser.set_defaults(handle=_sweep)
 
 
 def _device(args: argparse.Namespace):
     """The device ``--device`` names, else fcnlib's default (a GPU if there is one)."""
-    from fcnlib.runtime import device, parse_device
+    from fcnlib.runtime import device
 
-    return parse_device(args.device) if args.device else device()
+    return device(args.device)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -490,7 +391,12 @@ def _evaluate(args: argparse.Namespace) -> None:
         if path:
             check_writable(path, option)
     _, metrics, record = score_checkpoint(
-        args.checkpoint, args.split, args.limit, _device(args), not args.quiet, args.argv
+        args.checkpoint,
+        args.split,
+        limit=args.limit,
+        device=_device(args),
+        progress=not args.quiet,
+        command=args.argv,
     )
     model, dataset = record["model"], record["dataset"]
     print(f"{model} on {dataset} {record['split']}, {record['images']} images")
@@ -545,7 +451,7 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: a GPU if any)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(run=_evaluate)
+    parser.set_defaults(handle=_evaluate)
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -607,7 +513,7 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
         "image; fcnlib's own earlier outputs are always replaced)",
     )
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: a GPU if any)")
-    parser.set_defaults(run=_predict)
+    parser.set_defaults(handle=_predict)
 
 
 def _weights(args: argparse.Namespace) -> None:
@@ -615,7 +521,13 @@ def _weights(args: argparse.Namespace) -> None:
     from fcnlib.experiment import ship
 
     if args.ship:
-        ship(args.dataset, args.ship, args.runs, args.results, command=args.argv)
+        ship(
+            args.dataset,
+            args.ship,
+            checkpoint_folder=args.runs,
+            results=args.results,
+            command=args.argv,
+        )
     print(weights.listing())
 
 
@@ -639,7 +551,7 @@ def _add_weights(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--dataset", choices=list(DATASETS), default="camvid")
     _add_folders(parser)
-    parser.set_defaults(run=_weights)
+    parser.set_defaults(handle=_weights)
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -674,8 +586,16 @@ def _bench(args: argparse.Namespace) -> None:
             "matrix-multiply peak:",
             ", ".join(f"{k} {v:.3f} TFLOP/s" for k, v in report["peak_tflops"].items()),
         )
-    report["results"] = bench.run(
-        where, sizes, batches, variants, args.models, args.width, args.warmup, args.repeats, show
+    report["results"] = bench.measure_all(
+        where,
+        sizes=sizes,
+        batches=batches,
+        variants=variants,
+        model_names=args.models,
+        width=args.width,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        progress=show,
     )
     if args.notebooks:
         report["notebook_seconds"] = seconds = bench.time_notebooks(chapter_notebooks())
@@ -745,7 +665,7 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
         "--notebooks", action="store_true", help="also time every chapter in fast mode"
     )
     parser.add_argument("--out", type=Path, help="JSON file (default: results/bench-DEVICE.json)")
-    parser.set_defaults(run=_bench)
+    parser.set_defaults(handle=_bench)
 
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -777,7 +697,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv  # recorded with results, as the command that reproduces them
     try:
-        args.run(args)
+        args.handle(args)
     except (OSError, ValueError) as error:
         print(f"fcnlib {args.command}: error: {error}", file=sys.stderr)
         return 2

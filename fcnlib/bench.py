@@ -9,7 +9,6 @@ between the two mean something even where absolute numbers vary from machine to 
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -151,6 +150,7 @@ class Result:
 
 def measure(
     name: str,
+    *,
     size: tuple[int, int],
     batch: int,
     variant: str,
@@ -214,27 +214,14 @@ def measure(
 
 def time_notebooks(paths: Iterable[Path], timeout: int = 600) -> dict[str, float]:
     """Seconds each notebook takes to execute in fast mode, in a fresh kernel of this Python."""
-    import nbformat
-    from nbclient import NotebookClient
+    from fcnlib.book import execute
 
-    os.environ["FCNLIB_MODE"] = "fast"
-    seconds = {}
-    for path in paths:
-        notebook = nbformat.read(path, as_version=4)
-        client = NotebookClient(
-            notebook,
-            timeout=timeout,
-            kernel_name="python3",
-            resources={"metadata": {"path": str(Path(path).parent)}},
-        )
-        start = time.perf_counter()
-        client.execute()
-        seconds[Path(path).stem] = time.perf_counter() - start
-    return seconds
+    return {Path(path).stem: execute(Path(path), timeout)[1] for path in paths}
 
 
-def run(
+def measure_all(
     device: torch.device,
+    *,
     sizes: list[tuple[int, int]],
     batches: list[int],
     variants: list[str],
@@ -252,7 +239,15 @@ def run(
                 for variant in variants:
                     for task in ("train", "infer"):
                         result = measure(
-                            name, size, batch, variant, task, device, width, warmup, repeats
+                            name,
+                            size=size,
+                            batch=batch,
+                            variant=variant,
+                            task=task,
+                            device=device,
+                            width=width,
+                            warmup=warmup,
+                            repeats=repeats,
                         )
                         if progress is not None:
                             progress(result)
@@ -261,25 +256,32 @@ def run(
 
 
 def format_results(results: list[dict[str, object]], peaks: dict[str, float] | None = None) -> str:
-    """A plain-text table of measured results, one line each. With ``peaks`` (TFLOP/s by
-    precision, e.g. :func:`matmul_peak`'s, measured in the same run) each achieved rate is
-    also given as a percentage of the fp32 and of the bf16 peak, instead of the MFU."""
-    last = f"{'%fp32':>6} {'%bf16':>6}" if peaks else f"{'MFU':>6}"
-    lines = [
-        f"{'model':<15} {'size':>7} {'batch':>5} {'variant':<27} {'task':<5} "
-        f"{'ms':>9} {'img/s':>8} {'GFLOP/img':>9} {'TFLOP/s':>8} {last}"
-    ]
+    """A plain-text table of measured results, one line each, under a heading for each input
+    size and batch; at most 88 characters wide, so "channels_last" is written NHWC and model
+    names are cut to 15 characters. With ``peaks`` (TFLOP/s by precision, e.g.
+    :func:`matmul_peak`'s, measured in the same run) each achieved rate is also given as a
+    percentage of the fp32 and of the bf16 peak, instead of the MFU."""
+    last = f"{'%fp32':>6}{'%bf16':>6}" if peaks else f"{'MFU':>6}"
+    header = (
+        f"{'model':<15} {'variant':<17} {'task':<5} {'ms':>8} {'img/s':>7} {'GFLOP':>6} "
+        f"{'TFLOP/s':>7} {last}"
+    )
+    lines, group = [], None
     for r in results:
+        if (r["height"], r["width"], r["batch"]) != group:
+            group = (r["height"], r["width"], r["batch"])
+            lines += [f"{r['height']}x{r['width']}, batch {r['batch']}:", header]
         if peaks:
             rate = r["achieved_tflops"]
-            tail = f"{100 * rate / peaks['fp32']:>5.0f}% {100 * rate / peaks['bf16']:>5.0f}%"
+            tail = f"{100 * rate / peaks['fp32']:>5.0f}%{100 * rate / peaks['bf16']:>5.0f}%"
         else:
             mfu = "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
             tail = f"{mfu:>6}"
+        variant = str(r["variant"]).replace("channels_last", "NHWC")
         lines.append(
-            f"{r['model'][:15]:<15} {r['height']:>3}x{r['width']:<3} {r['batch']:>5} "
-            f"{r['variant']:<27} {r['task']:<5} {r['median_ms']:>9.2f} {r['images_per_s']:>8.2f} "
-            f"{r['flops_per_image'] / 1e9:>9.1f} {r['achieved_tflops']:>8.3f} {tail}"
+            f"{str(r['model'])[:15]:<15} {variant:<17} {r['task']:<5} {r['median_ms']:>8.1f} "
+            f"{r['images_per_s']:>7.2f} {r['flops_per_image'] / 1e9:>6.1f} "
+            f"{r['achieved_tflops']:>7.3f} {tail}"
         )
     return "\n".join(lines)
 

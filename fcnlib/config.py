@@ -38,8 +38,7 @@ CPU_STEPS = {"fcn32s": 1000, "fcn16s": 400, "fcn8s": 400, "fcn8s-atonce": 1800}
 #: Its peak rates: the staged nets fine-tune a trained net, more gently than it was trained.
 CPU_LR = {"fcn32s": 1e-3, "fcn16s": 5e-4, "fcn8s": 5e-4, "fcn8s-atonce": 1e-3}
 #: Options that may differ between a run and its resumption: they do not change the numbers.
-RESUMABLE = (
-    "steps_per_call",
+MAY_CHANGE_ON_RESUME = (
     "eval_interval",
     "log_interval",
     "checkpoint",
@@ -53,6 +52,27 @@ RESUMABLE = (
 )
 
 
+def _option(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple[str, ...] | None = None,
+    flag: str | None = None,
+    metavar: str | None = None,
+    minimum: int | None = 1,
+) -> Any:
+    """A :class:`TrainConfig` field that is also a command-line option of ``fcnlib train``:
+    its ``help``, ``choices`` (which :meth:`TrainConfig.check` enforces too), ``flag``
+    (default: ``--field-name``), ``metavar`` and, for numbers, the ``minimum`` the option
+    accepts (numbers of ``minimum`` 1 must be positive; None: any)."""
+    metadata = dict(help=help, choices=choices, flag=flag, metavar=metavar, minimum=minimum)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+#: Settings of earlier versions that changed no number, ignored where checkpoints hold them.
+RETIRED = ("steps_per_call",)
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run. Lengths are in pixels, intervals in steps.
@@ -64,42 +84,75 @@ class TrainConfig:
     divides by the number of labelled pixels.
     """
 
-    model: str = "fcn8s"
-    backbone: str = "vgg16"
-    width: float = 1.0
+    model: str = _option("fcn8s", "the architecture (default: fcn8s)", choices=MODEL_NAMES)
+    backbone: str = _option("vgg16", "VGG16, or VGG16 with batch norm", choices=BACKBONES)
+    width: float = _option(
+        1.0, "channel multiplier of the backbone; 0.125 gives a slim net that trains on a CPU"
+    )
     pad100: bool = True
-    pretrained: bool = False
-    dataset: str = "camvid"
-    train_limit: int | None = None
-    val_limit: int | None = None
-    crop_size: tuple[int, int] | None = (352, 480)
-    augment: bool = True
-    optimizer: str = "sgd"
-    lr: float = 1e-4
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    pretrained: bool = _option(
+        False, "start the backbone from ImageNet weights (downloaded by torchvision once)"
+    )
+    dataset: str = _option("camvid", "camvid, or voc (VOC 2012 + SBD)", choices=tuple(DATASETS))
+    train_limit: int | None = _option(None, "train on the first N images only", metavar="N")
+    val_limit: int | None = _option(None, "validate on the first N images only", metavar="N")
+    crop_size: tuple[int, int] | None = _option(
+        (352, 480),
+        "training crop, e.g. 352x480, or none for whole images",
+        flag="--crop",
+        metavar="HxW",
+    )
+    augment: bool = _option(True, "random scale, crop, flip and colour jitter")
+    optimizer: str = _option("sgd", "SGD with momentum, or AdamW", choices=OPTIMIZERS)
+    lr: float = _option(1e-4, "base learning rate")
+    momentum: float = _option(0.9, "SGD momentum", minimum=0)
+    weight_decay: float = _option(5e-4, "L2 penalty on the weights", minimum=0)
     bias_lr_mult: float = 1.0
-    loss: str = "mean"
-    class_weights: bool = False
-    batch_size: int = 1
-    micro_batch: int | None = None
-    steps: int = 1000
-    schedule: str = "constant"
-    warmup_steps: int = 0
+    loss: str = _option(
+        "mean",
+        "cross-entropy averaged over the labelled pixels, or summed as in the paper",
+        choices=LOSSES,
+    )
+    class_weights: bool = _option(False, "weight the loss by median-frequency class weights")
+    batch_size: int = _option(1, "images per optimiser step, over all GPUs")
+    micro_batch: int | None = _option(
+        None, "images per forward pass (gradient accumulation); 1 for whole VOC images"
+    )
+    steps: int = _option(1000, "optimiser steps in all")
+    schedule: str = _option(
+        "constant", "fixed learning rate, or polynomial decay to 0", choices=SCHEDULES
+    )
+    warmup_steps: int = _option(
+        0, "linear warm-up steps", flag="--warmup", metavar="STEPS", minimum=0
+    )
     poly_power: float = 0.9
-    amp: str = "auto"
-    channels_last: bool = False
-    compile: bool = False
-    resident: bool = False
-    num_workers: int = 0
-    device: str = "auto"
-    seed: int = 0
+    amp: str = _option(
+        "auto",
+        "mixed precision; auto is bf16 on a GPU or a CPU with native bf16, else off",
+        choices=AMP_MODES,
+    )
+    channels_last: bool = _option(False, "NHWC memory layout, faster with tensor cores")
+    compile: bool = _option(False, "torch.compile the model (slow to start, faster per step)")
+    resident: bool = _option(
+        False, "decode the training set once and augment it on the device (CamVid)"
+    )
+    num_workers: int = _option(
+        0, "data loading processes", flag="--workers", metavar="N", minimum=0
+    )
+    device: str = _option("auto", "cpu, cuda, cuda:1, ... (default: auto)")
+    seed: int = _option(0, "random seed of the data order, augmentation and init", minimum=None)
     deterministic: bool = False
-    eval_interval: int = 0
+    eval_interval: int = _option(
+        0, "validate every STEPS steps (and at the end)", metavar="STEPS", minimum=0
+    )
     log_interval: int = 10
     checkpoint: str | None = None
-    checkpoint_interval: int = 0
-    steps_per_call: int | None = None
+    checkpoint_interval: int = _option(
+        0,
+        "save a checkpoint every STEPS steps (and at the end, and on Ctrl-C)",
+        metavar="STEPS",
+        minimum=0,
+    )
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -107,23 +160,16 @@ class TrainConfig:
             self.crop_size = (self.crop_size, self.crop_size)
         elif self.crop_size is not None:
             self.crop_size = tuple(self.crop_size)
-        self.validate()
+        self.check()
 
-    def validate(self) -> None:
+    def check(self) -> None:
         """Raise ``ValueError`` naming the first option that makes no sense."""
-        choices = {
-            "model": MODEL_NAMES,
-            "backbone": BACKBONES,
-            "dataset": tuple(DATASETS),
-            "optimizer": OPTIMIZERS,
-            "loss": LOSSES,
-            "schedule": SCHEDULES,
-            "amp": AMP_MODES,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
+        for option in dataclasses.fields(self):
+            allowed = option.metadata.get("choices")
+            if allowed and getattr(self, option.name) not in allowed:
                 raise ValueError(
-                    f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"
+                    f"{option.name} must be one of {', '.join(allowed)}; "
+                    f"got {getattr(self, option.name)!r}"
                 )
         for name in ("lr", "width", "bias_lr_mult", "poly_power"):
             if not 0 < getattr(self, name) < math.inf:
@@ -161,6 +207,7 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """The inverse of :meth:`to_dict`; unknown keys are an error."""
         known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k not in RETIRED}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(

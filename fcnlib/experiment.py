@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import textwrap
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from fcnlib.data import DATASETS
 from fcnlib.predict import predict, save_labels
 from fcnlib.published import VOC_MEAN_IU, published
 from fcnlib.records import check_writable, environment, write_csv, write_json
-from fcnlib.runtime import REPO_ROOT, distributed
+from fcnlib.runtime import REPO_ROOT, device, distributed, rank_zero
 from fcnlib.scoring import evaluation_split, history_rows, score_checkpoint
 
 #: The coarser net each net starts from in staged training; None: from scratch (or ImageNet).
@@ -47,7 +48,7 @@ STAGED_FROM: dict[str, str | None] = {
 SHORT = {"fcn32s": "32s", "fcn16s": "16s", "fcn8s": "8s", "fcn8s-atonce": "8s once"}
 
 
-def label(model: str) -> str:
+def display_name(model: str) -> str:
     """How the book names a net: "FCN-32s", "FCN-16s, staged" or "FCN-8s, at once"."""
     if model == "fcn8s-atonce":
         return "FCN-8s, at once"
@@ -108,7 +109,7 @@ def published_rows(dataset: str) -> list[tuple[str, float]]:
     if dataset == "camvid":
         return list(published("camvid").items())
     return [
-        (f"{label(model)} ({source})", value)
+        (f"{display_name(model)} ({source})", value)
         for model in VOC_MEAN_IU
         for source, value in published("voc", model).items()
     ]
@@ -125,17 +126,20 @@ def format_comparison(runs: dict[str, Run], dataset: str, classes: Iterable[str]
     lines = [f"{heading:<38}{'mean IU':>8}{'minutes':>9}{'images':>8}"]
     for model, run in runs.items():
         mean_iu, images = 100 * run.record["metrics"]["mean_iu"], run.record["images"]
-        lines.append(f"{'ours: ' + label(model):<38}{mean_iu:8.1f}{run.minutes:9.1f}{images:8d}")
+        lines.append(
+            f"{'ours: ' + display_name(model):<38}{mean_iu:8.1f}{run.minutes:9.1f}{images:8d}"
+        )
     if not runs:
         lines.append("ours: no run recorded in results/ yet")
     for who, value in published_rows(dataset):
         lines.append(f"{who:<38}{value:8.1f}")
     for model, run in runs.items():
         machine = run.record.get("environment", {})
-        lines.append(
-            f"{label(model)}: {machine.get('device')}, torch {machine.get('torch')}, commit "
+        line = (
+            f"{display_name(model)}: {machine.get('device')}, torch {machine.get('torch')}, commit "
             f"{(machine.get('git_commit') or '?')[:7]}: {machine.get('command')}"
         )
+        lines.append(textwrap.fill(line, 88, subsequent_indent="    "))
     classes = list(classes)
     if runs and classes:
         lines += ["", f"{'IU (%) of FCN-':<22}" + "".join(f"{SHORT[m]:>10}" for m in runs)]
@@ -156,7 +160,7 @@ def plot_time_to_accuracy(runs: dict[str, Run], dataset: str, ax=None):
     for model, run in runs.items():
         minutes = [(run.seconds_before + row["train_seconds"]) / 60 for row in run.history]
         (line,) = ax.plot(minutes, [100 * row["mean_iu"] for row in run.history], "o-", ms=3)
-        line.set_label(label(model))
+        line.set_label(display_name(model))
         final = 100 * run.record["metrics"]["mean_iu"]
         ax.plot(run.minutes, final, "*", ms=12, color=line.get_color())
     for who, value in published_rows(dataset):
@@ -203,10 +207,12 @@ def plot_recorded_history(records: dict[str, dict[str, Any]], axes=None, smooth:
         )
         window = min(smooth, len(history["loss"]))
         loss = np.convolve(history["loss"], np.ones(window) / window, mode="valid")
-        (line,) = loss_ax.plot((before + clock[window - 1 :]) / 60, loss, lw=1, label=label(model))
+        (line,) = loss_ax.plot(
+            (before + clock[window - 1 :]) / 60, loss, lw=1, label=display_name(model)
+        )
         minutes = (before + np.asarray(history["eval_seconds"])) / 60
         ious = [100 * scores["mean_iu"] for scores in history["evals"]]
-        iu_ax.plot(minutes, ious, "o-", ms=3, color=line.get_color(), label=label(model))
+        iu_ax.plot(minutes, ious, "o-", ms=3, color=line.get_color(), label=display_name(model))
     loss_ax.set(xlabel="minutes of training", ylabel="training loss per pixel")
     iu_ax.set(xlabel="minutes of training", ylabel="validation mean IU (%)")
     iu_ax.legend(loc="lower right", fontsize=8)
@@ -222,9 +228,10 @@ def evaluation_frames(count: int, total: int) -> list[int]:
 
 def reproduce(
     recipe_name: str = "modern",
+    *,
     models: Iterable[str] = tuple(STAGED_FROM),
     overrides: dict[str, Any] | None = None,
-    runs: str | Path = "runs",
+    checkpoint_folder: str | Path = "runs",
     results: str | Path = "results",
     predictions: int = 3,
     limit: int | None = None,
@@ -235,22 +242,23 @@ def reproduce(
     """Train, score and record each of ``models`` with recipe ``recipe_name`` (its settings
     changed by ``overrides``), staged nets starting from the coarser net's checkpoint.
 
-    Checkpoints go to ``runs/DATASET-MODEL.pt`` and results to ``results`` (module docstring);
-    ``limit`` scores the first images only; ``predictions`` label PNGs are written per net;
-    ``command`` (``fcnlib``'s arguments) is recorded as the command that reproduces the runs.
+    Checkpoints go to ``checkpoint_folder/DATASET-MODEL.pt`` and results to ``results``
+    (module docstring); ``limit`` scores the first images only; ``predictions`` label PNGs
+    are written per net; ``command`` (``fcnlib``'s arguments) is recorded as the command
+    that reproduces the runs.
     Returns the recorded runs, as :func:`load_runs` reads them back (under ``torchrun``, on
     rank 0; every process trains and scores its share, rank 0 alone records).
     """
-    rank = distributed()[0]
-    if rank != 0:
-        say = lambda text: None  # noqa: E731
+    rank, say = distributed()[0], rank_zero(say)
 
     models = [m for m in STAGED_FROM if m in set(models)]
     overrides = dict(overrides or {})
-    runs, results = Path(runs), Path(results)
+    checkpoint_folder, results = Path(checkpoint_folder), Path(results)
     dataset = train.recipe(recipe_name, **overrides).dataset
     table = class_table(dataset)
-    checkpoints = {model: runs / f"{run_name(dataset, model)}.pt" for model in STAGED_FROM}
+    checkpoints = {
+        model: checkpoint_folder / f"{run_name(dataset, model)}.pt" for model in STAGED_FROM
+    }
     for model in models:  # before the work, not after it
         coarser = STAGED_FROM[model]
         if coarser not in (None, *models) and not checkpoints[coarser].is_file():
@@ -267,13 +275,19 @@ def reproduce(
         config.checkpoint = str(checkpoints[model])
         coarser = STAGED_FROM[model]
         init_from = checkpoints.get(coarser)
-        say(f"{label(model)}: {config.checkpoint}" + (f" from {init_from}" if init_from else ""))
-        history = train.run(config, init_from, say)
+        say(
+            f"{display_name(model)}: {config.checkpoint}"
+            + (f" from {init_from}" if init_from else "")
+        )
+        history = train.start_or_resume(config, init_from, say)
         seconds[model] = history.seconds
-        device = train.run_device(config)
         # every process scores its share of the images (fcnlib.predict.evaluate)
         net, metrics, record = score_checkpoint(
-            config.checkpoint, None, limit, device, progress and rank == 0, command
+            config.checkpoint,
+            limit=limit,
+            device=device(config.device),
+            progress=progress and rank == 0,
+            command=command,
         )
         if rank != 0:
             continue
@@ -293,7 +307,7 @@ def reproduce(
             stem = images.pairs[index][0].stem
             save_labels(predict(net, images[index][0]), table, folder / f"{stem}.png")
         mean_iu = 100 * metrics.compute()["mean_iu"]
-        say(f"{label(model)}: mean IU {mean_iu:.1f} % on {record['split']} -> {record_path}")
+        say(f"{display_name(model)}: mean IU {mean_iu:.1f} % on {record['split']} -> {record_path}")
     if rank != 0:
         return {}
     recorded = load_runs(dataset, results)
@@ -303,7 +317,7 @@ def reproduce(
 def ship(
     dataset: str,
     models: list[str],
-    runs: str | Path = "runs",
+    checkpoint_folder: str | Path = "runs",
     results: str | Path = "results",
     folder: Path = weights.TRAINED_DIR,
     command: list[str] | None = None,
@@ -322,7 +336,7 @@ def ship(
                 f"{record_path} does not exist: record {model} with `fcnlib reproduce` first"
             )
         record = json.loads(record_path.read_text())
-        shipped_net = weights.export(Path(runs) / f"{name}.pt", name, record, folder)
+        shipped_net = weights.export(Path(checkpoint_folder) / f"{name}.pt", name, record, folder)
         _, _, scored = score_checkpoint(weights.state(name, folder), record["split"], device="cpu")
         full = {
             **shipped_net.record,

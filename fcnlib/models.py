@@ -59,6 +59,13 @@ _SKIPS = (
 )
 
 
+def crop(x: torch.Tensor, offset: int, like: torch.Tensor) -> torch.Tensor:
+    """The window of (N, C, H, W) ``x`` of ``like``'s height and width, starting at row and
+    column ``offset`` (a negative offset pads with zeros): Caffe's Crop layer."""
+    (height, width), o = like.shape[-2:], offset
+    return F.pad(x, (-o, width + o - x.shape[-1], -o, height + o - x.shape[-2]))
+
+
 class Crop(nn.Module):
     """Caffe's Crop layer: the window of ``x`` of ``like``'s height and width at ``offset``.
 
@@ -75,8 +82,7 @@ class Crop(nn.Module):
     def forward(self, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         if self.offset is None:
             raise RuntimeError("Crop.offset is not set yet")
-        (height, width), o = like.shape[-2:], self.offset
-        return F.pad(x, (-o, width + o - x.shape[-1], -o, height + o - x.shape[-2]))
+        return crop(x, self.offset, like)
 
     def layer_spec(self) -> LayerSpec:
         """Geometry for :mod:`fcnlib.receptive`: a crop at ``o`` is a padding of ``-o``."""
@@ -180,7 +186,7 @@ class FCN(nn.Module):
         self.factor = 32 // 2 ** len(skips)
         self.final_upsample = "upscore" if not skips else f"upscore{self.factor}"
         self.add_module(self.final_upsample, bilinear_upsampler(num_classes, self.factor))
-        self.score = Crop()
+        self.score = Crop()  # "score", as the reference names its final crop layer
         self.crop_offsets = self._align(skips)
         self.register_forward_pre_hook(_check_input)
 
@@ -217,6 +223,22 @@ class FCN(nn.Module):
                 tap = tap * self.skip_scales[skip.tap]
             fused.append(scores + getattr(self, skip.crop)(getattr(self, skip.score)(tap), scores))
         return fused
+
+    @torch.no_grad()
+    def scored_area(self, height: int, width: int) -> tuple[tuple[int, int], float]:
+        """For a (height, width) input: the (H, W) size of the final upsampled map, and the
+        fraction of the input's pixels that the final crop gives scores. It is 1 with the
+        padding of 100; without it the map falls short of the border, and the crop pads it
+        with zero logits. Shapes only: build the net on the meta device to make it free."""
+        device = next(self.parameters()).device
+        scores = self._fused(torch.empty(1, 3, height, width, device=device))[-1]
+        upsampled = tuple(getattr(self, self.final_upsample)(scores).shape[-2:])
+        offset = self.score.offset
+        rows, cols = (
+            max(0, min(size, up - offset) - max(0, -offset))
+            for size, up in zip((height, width), upsampled, strict=True)
+        )
+        return upsampled, rows * cols / (height * width)
 
     @torch.no_grad()
     def stage_scores(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -287,7 +309,7 @@ class FCN(nn.Module):
 def _describe(module: nn.Module, inputs: list[str]) -> tuple[str, str]:
     """Kind and note of a head layer for :meth:`FCN.fusion_trace`."""
     if isinstance(module, Crop):
-        return "crop", f"offset {module.offset}, to the size of {inputs[1]}"
+        return "crop", f"offset {module.offset} to fit {inputs[1]}"
     if isinstance(module, nn.ConvTranspose2d):
         learnable = "learnable" if module.weight.requires_grad else "fixed"
         return "upsample", f"{module.stride[0]}x bilinear, {learnable}"
@@ -295,12 +317,13 @@ def _describe(module: nn.Module, inputs: list[str]) -> tuple[str, str]:
 
 
 def format_fusion_trace(steps: list[FusionStep]) -> str:
-    """A text table of :meth:`FCN.fusion_trace`, one step a line."""
-    lines = [f"{'step':<14} {'kind':<9} {'C x H x W':>15} {'stride':>6}  inputs / note"]
+    """A text table of :meth:`FCN.fusion_trace`, one step a line (of at most 88 characters
+    for the VGG16 FCNs)."""
+    lines = [f"{'step':<14} {'kind':<8} {'CxHxW':>12} {'stride':>6}  inputs / note"]
     for step in steps:
-        shape = " x ".join(str(n) for n in step.shape)
+        shape = "x".join(str(n) for n in step.shape)
         notes = ", ".join(filter(None, ["+".join(step.inputs), step.note]))
-        lines.append(f"{step.name:<14} {step.kind:<9} {shape:>15} {step.stride!s:>6}  {notes}")
+        lines.append(f"{step.name:<14} {step.kind:<8} {shape:>12} {step.stride!s:>6}  {notes}")
     return "\n".join(lines)
 
 
@@ -339,6 +362,25 @@ class FCN8s(FCN):
     """FCN-8s: FCN-16s's fused scores upsampled 2x and fused with pool3's, then 8x."""
 
     skips = ("pool4", "pool3")
+
+
+def fcn8s_forward(net: FCN8s, x: torch.Tensor) -> torch.Tensor:
+    """FCN-8s's forward pass written out layer by layer, with the reference's names:
+    the scores ``net(x)`` computes, (N, num_classes, H, W) for (N, 3, H, W) images."""
+    offsets = net.crop_offsets  # from the geometry: 5, 9 and 31 with pad100
+    features = net.backbone(x)  # the maps pool3 (stride 8), pool4 (16) and drop7 (32)
+
+    score_fr = net.score_fr(features["drop7"])  # stride 32
+    upscore2 = net.upscore2(score_fr)  # stride 16
+    score_pool4 = net.score_pool4(features["pool4"])
+    fuse_pool4 = upscore2 + crop(score_pool4, offsets["pool4"], upscore2)
+
+    upscore_pool4 = net.upscore_pool4(fuse_pool4)  # stride 8
+    score_pool3 = net.score_pool3(features["pool3"])
+    fuse_pool3 = upscore_pool4 + crop(score_pool3, offsets["pool3"], upscore_pool4)
+
+    upscore8 = net.upscore8(fuse_pool3)  # stride 1
+    return crop(upscore8, offsets["final"], x)
 
 
 class FCN8sAtOnce(FCN8s):

@@ -26,7 +26,6 @@ import copy
 import math
 import operator
 import warnings
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -478,37 +477,6 @@ def format_table(rows: Iterable[TableRow]) -> str:
         "  ".join(a(c, w) for a, c, w in zip(align, line, widths, strict=True)).rstrip()
         for line in cells
     )
-
-
-VGG16_BLOCKS = (2, 2, 3, 3, 3)
-VGG16_WIDTHS = (64, 128, 256, 512, 512)
-
-
-def vgg16_fc_conv(width: int | None = None) -> nn.Sequential:
-    """VGG16's layers with fc6 and fc7 as 7x7 and 1x1 convolutions, as FCN uses them.
-
-    The layers are named as in the paper's Caffe model (``conv1_1`` … ``pool5``, ``fc6``,
-    ``fc7``), with torchvision's geometry: 3x3 convolutions with padding 1 and 2x2 pooling,
-    and no extra padding of 100 at ``conv1_1``. Geometry does not depend on channels, so
-    ``width`` (every layer's channel count; default the real 64 … 4096) can make a cheap copy
-    for measurements. The weights are freshly initialised.
-    """
-    layers: OrderedDict[str, nn.Module] = OrderedDict()
-    channels = 3
-    for block, (convs, real) in enumerate(zip(VGG16_BLOCKS, VGG16_WIDTHS, strict=True), 1):
-        out = width or real
-        for i in range(1, convs + 1):
-            layers[f"conv{block}_{i}"] = nn.Conv2d(channels, out, 3, padding=1)
-            layers[f"relu{block}_{i}"] = nn.ReLU(inplace=True)
-            channels = out
-        layers[f"pool{block}"] = nn.MaxPool2d(2, 2)
-    for name, kernel in (("6", 7), ("7", 1)):
-        out = width or 4096
-        layers[f"fc{name}"] = nn.Conv2d(channels, out, kernel)
-        layers[f"relu{name}"] = nn.ReLU(inplace=True)
-        layers[f"drop{name}"] = nn.Dropout()
-        channels = out
-    return nn.Sequential(layers)
 
 
 class _DensePool(nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -52,17 +52,18 @@ def data_root() -> Path:
     return root.resolve()
 
 
-def device() -> torch.device:
-    """The first CUDA device when one is available, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def parse_device(name: str) -> torch.device:
-    """The device ``name`` names ("cpu", "cuda", "cuda:1", ...), checked to exist here.
+def device(name: str | None = None) -> torch.device:
+    """The device ``name`` names ("cpu", "cuda", "cuda:1", ...), checked to exist here; for
+    None or "auto", this process's CUDA device when there is one (under ``torchrun``, the one
+    the process chose), else the CPU.
 
     Raises ValueError saying what to write instead, for names torch does not know and for a
     GPU this machine does not have.
     """
+    if name is None or name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
     try:
         chosen = torch.device(name)
     except (RuntimeError, TypeError):
@@ -106,6 +107,16 @@ def distributed() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def rank_zero(say: Callable[[str], None]) -> Callable[[str], None]:
+    """``say`` in the process of rank 0; in the others, a function that says nothing, so that
+    a message printed by every process of a run appears once."""
+    return say if distributed()[0] == 0 else _say_nothing
+
+
+def _say_nothing(text: str) -> None:
+    pass
 
 
 def launched_processes() -> int:

@@ -100,6 +100,7 @@ def evaluation_split(dataset: str) -> str:
 def score_checkpoint(
     path: str | Path | dict,
     split: str | None = None,
+    *,
     limit: int | None = None,
     device: torch.device | str | None = None,
     progress: bool = False,

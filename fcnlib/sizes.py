@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-#: Layers that keep the spatial size.
-_SIZE_PRESERVING = (nn.ReLU, nn.Dropout, nn.BatchNorm2d, nn.Identity)
+from fcnlib.receptive import NEUTRAL_LAYERS, layer_spec
 
 
 def output_size(
@@ -56,42 +55,35 @@ class LayerSize:
     width: int
 
 
-def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (value[0], value[1])
-
-
 def trace(net: nn.Sequential, height: int, width: int, channels: int = 3) -> list[LayerSize]:
     """The output size of every layer of ``net`` for a (channels, height, width) input.
 
-    ``net`` is a sequence of Conv2d, MaxPool2d, AvgPool2d and size-preserving layers (ReLU,
-    Dropout, BatchNorm2d), such as :func:`fcnlib.backbone.vgg16`. The trace stops after the
-    first layer whose output is empty (height or width below 1).
+    ``net`` is a sequence of Conv2d, MaxPool2d, AvgPool2d and size-preserving layers
+    (:data:`fcnlib.receptive.NEUTRAL_LAYERS`: ReLU, Dropout, BatchNorm2d, ...), such as
+    :func:`fcnlib.backbone.vgg16`. The trace stops after the first layer whose output is empty
+    (height or width below 1).
     """
     rows = []
     for name, layer in net.named_children():
-        if isinstance(layer, nn.Conv2d):
-            if isinstance(layer.padding, str):
-                raise ValueError(f"layer {name}: string padding {layer.padding!r} is not supported")
-            args = [layer.kernel_size, layer.stride, layer.padding, layer.dilation]
-            ceil_mode, channels = False, layer.out_channels
-        elif isinstance(layer, nn.MaxPool2d | nn.AvgPool2d):
-            dilation = getattr(layer, "dilation", 1)
-            args = [layer.kernel_size, layer.stride, layer.padding, dilation]
-            ceil_mode = layer.ceil_mode
-        elif isinstance(layer, _SIZE_PRESERVING):
-            args = None
-        else:
+        if isinstance(layer, nn.Conv2d | nn.MaxPool2d | nn.AvgPool2d):
+            spec = layer_spec(layer, name)  # the same reading of a layer as receptive_field's
+            ceil_mode = getattr(layer, "ceil_mode", False)
+            height, width = (
+                output_size(*args, ceil_mode)
+                for args in zip(
+                    (height, width),
+                    spec.kernel,
+                    spec.stride,
+                    spec.padding,
+                    spec.dilation,
+                    strict=True,
+                )
+            )
+            channels = getattr(layer, "out_channels", channels)
+        elif not isinstance(layer, NEUTRAL_LAYERS):
             raise TypeError(
                 f"layer {name} is a {type(layer).__name__}, whose output size trace() does not "
                 "know: use Conv2d, MaxPool2d, AvgPool2d, ReLU, Dropout or BatchNorm2d"
-            )
-        if args is not None:
-            kernel, stride, padding, dilation = (_pair(a) for a in args)
-            height, width = (
-                output_size(size, k, s, p, d, ceil_mode)
-                for size, k, s, p, d in zip(
-                    (height, width), kernel, stride, padding, dilation, strict=True
-                )
             )
         rows.append(LayerSize(name, type(layer).__name__, channels, height, width))
         if height < 1 or width < 1:

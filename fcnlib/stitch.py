@@ -18,35 +18,33 @@ import math
 import torch
 from torch import nn
 
-#: Layers that act pixel by pixel and so commute with shifts and dilation.
-_POINTWISE = (nn.ReLU, nn.Identity, nn.BatchNorm2d)
+from fcnlib.receptive import NEUTRAL_LAYERS, LayerSpec, layer_spec
 
 
-def _check_layer(name: str, layer: nn.Module) -> None:
+def _layer_spec(name: str, layer: nn.Module) -> LayerSpec:
+    """The geometry of one layer of a net to stitch, checked to be one that stitching handles:
+    an unpadded convolution or pooling without ceil_mode, or a pixel-by-pixel layer (which
+    commutes with shifts and dilation: stride 1)."""
     if isinstance(layer, nn.Conv2d | nn.MaxPool2d):
-        padding = layer.padding if isinstance(layer.padding, tuple) else (layer.padding,)
-        if any(p != 0 for p in padding) or getattr(layer, "ceil_mode", False):
+        spec = layer_spec(layer, name)
+        if any(spec.padding) or getattr(layer, "ceil_mode", False):
             raise ValueError(
                 f"layer {name} pads its input or uses ceil_mode: shift-and-stitch equals the "
                 "à trous net only for unpadded layers; pad the input once instead"
             )
-    elif not isinstance(layer, _POINTWISE):
-        raise TypeError(
-            f"layer {name} is a {type(layer).__name__}: use Conv2d, MaxPool2d and pointwise layers"
-        )
-
-
-def _strides(layer: nn.Module) -> tuple[int, int]:
-    stride = getattr(layer, "stride", 1)
-    return (stride, stride) if isinstance(stride, int) else tuple(stride)
+        return spec
+    if isinstance(layer, NEUTRAL_LAYERS):
+        return LayerSpec((1, 1), (1, 1), (0, 0), (1, 1))
+    raise TypeError(
+        f"layer {name} is a {type(layer).__name__}: use Conv2d, MaxPool2d and pointwise layers"
+    )
 
 
 def total_stride(net: nn.Sequential) -> int:
     """The factor ``f`` by which ``net`` downsamples: the product of its strides (equal in H, W)."""
     factor_h, factor_w = 1, 1
     for name, layer in net.named_children():
-        _check_layer(name, layer)
-        stride_h, stride_w = _strides(layer)
+        stride_h, stride_w = _layer_spec(name, layer).stride
         factor_h, factor_w = factor_h * stride_h, factor_w * stride_w
     if factor_h != factor_w:
         raise ValueError(f"net downsamples by {factor_h} x {factor_w}: strides must be square")
@@ -81,10 +79,10 @@ def a_trous(net: nn.Sequential) -> nn.Sequential:
     total_stride(net)  # validates the layers
     dense = copy.deepcopy(net)
     dilation_h, dilation_w = 1, 1
-    for layer in dense.children():
+    for name, layer in dense.named_children():
         if isinstance(layer, nn.Conv2d | nn.MaxPool2d):
-            stride_h, stride_w = _strides(layer)
-            own = layer.dilation if isinstance(layer.dilation, tuple) else (layer.dilation,) * 2
+            spec = _layer_spec(name, layer)
+            (stride_h, stride_w), own = spec.stride, spec.dilation
             layer.dilation = (own[0] * dilation_h, own[1] * dilation_w)
             layer.stride = (1, 1)
             dilation_h, dilation_w = dilation_h * stride_h, dilation_w * stride_w

@@ -18,6 +18,7 @@ from typing import Any
 
 from fcnlib import train
 from fcnlib.records import check_writable, environment, read_json, write_json
+from fcnlib.runtime import device
 
 #: Each variant's changes to the recipe; "recipe" is the recipe itself.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -38,7 +39,6 @@ def slug(variant: str) -> str:
 def seconds_per_step(config: train.TrainConfig, pilot: int = 4) -> float:
     """Seconds of one training step of ``config``: the mean over ``pilot`` steps, timed after
     two untimed ones (which allocate memory and choose kernels)."""
-    device = train.run_device(config)
     quick = replace(
         config,
         schedule="constant",
@@ -48,7 +48,7 @@ def seconds_per_step(config: train.TrainConfig, pilot: int = 4) -> float:
         eval_interval=0,
         checkpoint_interval=0,
     )
-    data, _, table = train.load_data(quick, device)
+    data, _, table = train.load_data(quick, device(config.device))
     model = train.build_model(quick, table.num_classes)
     train.fit(model, data, replace(quick, steps=2), table)
     return train.fit(model, data, replace(quick, steps=pilot), table).seconds / pilot
@@ -56,12 +56,13 @@ def seconds_per_step(config: train.TrainConfig, pilot: int = 4) -> float:
 
 def sweep(
     recipe_name: str = "cpu",
+    *,
     model: str = "fcn32s",
     minutes: float = 8.0,
     variants: Iterable[str] = tuple(VARIANTS),
     overrides: dict[str, Any] | None = None,
     out: str | Path = "results/sweep-cpu.json",
-    runs: str | Path = "runs/sweep",
+    checkpoint_folder: str | Path = "runs/sweep",
     pilot: int = 4,
     say: Callable[[str], None] = print,
     command: list[str] | None = None,
@@ -72,14 +73,14 @@ def sweep(
     The record at ``out`` (JSON) holds the environment and, per variant, its changes, seconds
     per step, steps, training minutes measured, and validation mean IU and pixel accuracy (in
     [0, 1]). It is written after each variant; run again, finished variants are kept and an
-    interrupted one resumes from its checkpoint in ``runs``. Returns the record.
+    interrupted one resumes from its checkpoint in ``checkpoint_folder``. Returns the record.
     """
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variants {unknown}: choose from {', '.join(VARIANTS)}")
     if minutes <= 0:
         raise ValueError(f"--minutes must be positive, got {minutes}")
-    out, runs = Path(out), Path(runs)
+    out, checkpoint_folder = Path(out), Path(checkpoint_folder)
     check_writable(out, "--out")
     settings = dict(recipe=recipe_name, model=model, minutes=minutes, overrides=overrides or {})
     record = read_json(out) if out.exists() else {}
@@ -88,7 +89,7 @@ def sweep(
             f"{out} holds a sweep with other settings ({', '.join(settings)}): "
             "choose another --out, or delete it to start again"
         )
-    record = {**_plain(settings), "variants": record.get("variants", {})}
+    record = {**record, **_plain(settings), "variants": record.get("variants", {})}
     for variant in variants:
         if variant in record["variants"]:
             continue
@@ -100,11 +101,11 @@ def sweep(
             steps=steps,
             warmup_steps=min(config.warmup_steps, steps // 10),
             eval_interval=0,
-            checkpoint=str(check_writable(runs / f"{slug(variant)}.pt", "--runs")),
+            checkpoint=str(check_writable(checkpoint_folder / f"{slug(variant)}.pt", "--runs")),
             progress=False,
         )
         say(f"{variant}: {each:.2f} s a step, {steps} steps")
-        history = train.run(config, say=say)
+        history = train.start_or_resume(config, say=say)
         scores = history.evals[-1]
         record["variants"][variant] = {
             "changes": _plain(VARIANTS[variant]),
@@ -114,7 +115,7 @@ def sweep(
             "val_mean_iu": scores["mean_iu"],
             "val_pixel_accuracy": scores["pixel_accuracy"],
         }
-        record["environment"] = environment(train.run_device(config), command)
+        record["environment"] = environment(device(config.device), command)
         write_json(out, record)
         say(f"{variant}: validation mean IU {100 * scores['mean_iu']:.1f} % -> {out}")
     return record

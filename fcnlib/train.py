@@ -46,10 +46,10 @@ from fcnlib.config import (  # noqa: F401  (re-exported: the chapters import the
     CPU_LR,
     CPU_STEPS,
     FAST_MODE,
+    MAY_CHANGE_ON_RESUME,
     PAPER_LR,
     PAPER_STEPS,
     RECIPES,
-    RESUMABLE,
     TrainConfig,
     build_model,
     recipe,
@@ -58,11 +58,12 @@ from fcnlib.data import DATASETS, CamVid, PascalVOC
 from fcnlib.predict import evaluate
 from fcnlib.records import check_writable
 from fcnlib.resident import ResidentDataset, ResidentLoader
+from fcnlib.runtime import device as runtime_device
 from fcnlib.runtime import (
     distributed,
     launched_processes,
     native_bf16,
-    parse_device,
+    rank_zero,
     seed_everything,
     synchronise,
 )
@@ -107,8 +108,9 @@ def load_data(
     return train, val, table
 
 
-def class_weights(config: TrainConfig) -> torch.Tensor | None:
-    """Median-frequency class weights of the training labels, or None if not configured."""
+def loss_weight(config: TrainConfig) -> torch.Tensor | None:
+    """The loss weight of each class, (C,): median-frequency class weights of the training
+    labels if ``config.class_weights``, else None."""
     if not config.class_weights:
         return None
     source = DATASETS[config.dataset]("train")
@@ -130,6 +132,17 @@ class History:
     eval_seconds: list[float] = field(default_factory=list)
     seconds: float = 0.0
 
+    def add_step(self, step: int, loss: float, lr: float) -> None:
+        self.steps.append(step)
+        self.loss.append(loss)
+        self.lr.append(lr)
+
+    def add_validation(self, step: int, scores: dict[str, Any]) -> None:
+        """Record the scalar scores of a validation after ``step``, at the seconds so far."""
+        self.eval_steps.append(step)
+        self.eval_seconds.append(self.seconds)
+        self.evals.append({k: v for k, v in scores.items() if isinstance(v, float)})
+
     def to_dict(self) -> dict[str, list]:
         return dataclasses.asdict(self)
 
@@ -139,7 +152,13 @@ class History:
 
 
 class NonFiniteLoss(ValueError):
-    """The loss became NaN or infinite; the weights were not updated with it."""
+    """The loss became NaN or infinite at ``step``; the weights were not updated with it."""
+
+    def __init__(self, loss: float, step: int, lr: float) -> None:
+        super().__init__(
+            f"the loss became {loss} at step {step}; the weights of step {step - 1} are kept. "
+            f"Lower the learning rate (it is {lr:.3g}) or check the data"
+        )
 
 
 class Interrupted(KeyboardInterrupt):
@@ -172,15 +191,6 @@ class _StopOnSignal:
         finally:
             for signum, handler in self.previous.items():
                 signal.signal(signum, handler)
-
-
-def run_device(config: TrainConfig) -> torch.device:
-    """The device a run uses: ``config.device``, or this process's GPU, or the CPU."""
-    if config.device != "auto":
-        return parse_device(config.device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -290,9 +300,11 @@ def _epoch_batches(
             step = []
 
 
-def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: str) -> None:
+def check_resumable(saved: dict[str, Any], config: TrainConfig, path: str) -> None:
+    """Raise ``ValueError`` naming the first setting in which ``config`` differs from the
+    settings ``saved`` in checkpoint ``path``, among those that change the numbers."""
     current = config.to_dict()
-    changed = [k for k in current if k not in RESUMABLE and saved.get(k) != current[k]]
+    changed = [k for k in current if k not in MAY_CHANGE_ON_RESUME and saved.get(k) != current[k]]
     if changed:
         key = changed[0]
         raise ValueError(
@@ -301,201 +313,226 @@ def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: str) -> N
         )
 
 
+@dataclass
+class TrainState:
+    """A run at one step, and the single list of what its checkpoint holds: saving writes
+    :meth:`state_dict`, resuming reads it back with :meth:`load_state_dict`."""
+
+    config: TrainConfig
+    table: ClassTable
+    model: nn.Module  # the plain module, without torch.compile's or DDP's wrappers
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    step: int = 0
+    history: History = field(default_factory=History)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "rng": checkpoint.rng_state(),
+            "config": self.config.to_dict(),
+            "num_classes": self.table.num_classes,
+            "dataset": self.table.name,
+            "history": self.history.to_dict(),
+        }
+
+    def load_state_dict(self, saved: dict[str, Any], path: str) -> None:
+        """Resume from checkpoint ``saved`` (read from ``path``, named in errors)."""
+        check_resumable(saved["config"], self.config, path)
+        for name in ("model", "optimizer", "schedule", "scaler"):
+            getattr(self, name).load_state_dict(saved[name])
+        checkpoint.set_rng_state(saved["rng"])
+        self.step, self.history = saved["step"], History.from_dict(saved["history"])
+
+    @classmethod
+    def start(
+        cls,
+        model: nn.Module,
+        config: TrainConfig,
+        table: ClassTable,
+        device: torch.device,
+        saved: dict[str, Any] | None = None,
+    ) -> TrainState:
+        """Step 0 of a run of ``model`` on ``device``, or the step where checkpoint ``saved``
+        (read from ``config.checkpoint`` if it exists and ``saved`` is None) stopped."""
+        memory_format = torch.channels_last if config.channels_last else torch.preserve_format
+        model = model.to(device, memory_format=memory_format)
+        optimizer = make_optimizer(model, config)
+        schedule = make_schedule(
+            optimizer, config.steps, config.warmup_steps, config.poly_power, config.schedule
+        )
+        scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
+        state = cls(config, table, model, optimizer, schedule, scaler)
+        if saved is None and config.checkpoint and Path(config.checkpoint).exists():
+            saved = checkpoint.load(config.checkpoint)
+        if saved is not None:
+            state.load_state_dict(saved, str(config.checkpoint))
+        return state
+
+    def save(self) -> None:
+        """Write the checkpoint, if the run has a path for one, on rank 0 (all ranks wait)."""
+        if self.config.checkpoint and distributed()[0] == 0:
+            checkpoint.save(self.state_dict(), self.config.checkpoint)
+        if distributed()[1] > 1:
+            dist.barrier()
+
+
+def _check_split(config: TrainConfig, images: int) -> None:
+    """Raise if the processes cannot share the batches of ``config`` over ``images`` images."""
+    world = distributed()[1]
+    if launched_processes() > 1 and not dist.is_initialized():
+        raise RuntimeError(
+            f"torchrun started {launched_processes()} processes but this one has not joined "
+            "their group: train inside `with fcnlib.runtime.process_group():`"
+        )
+    if config.batch_size % world or (config.batch_size // world) % (config.micro_batch or 1):
+        raise ValueError(
+            f"batch_size {config.batch_size} must split into {world} processes of whole "
+            f"micro-batches of {config.micro_batch}"
+        )
+    if images < config.batch_size:
+        raise ValueError(
+            f"the training set has {images} images, fewer than batch_size {config.batch_size}"
+        )
+
+
+def _due(step: int, interval: int, last: int) -> bool:
+    """Whether something done every ``interval`` steps (0: never) and at the end is due."""
+    return step == last or bool(interval and step % interval == 0)
+
+
+def _steps(
+    data: Dataset | ResidentDataset, config: TrainConfig, start: int, device: torch.device
+) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
+    """The micro-batches of every step after the first ``start``, epoch after epoch."""
+    steps_per_epoch = len(data) // config.batch_size
+    for step in range(start, config.steps):
+        epoch, skip = divmod(step, steps_per_epoch)
+        if step == start or skip == 0:
+            batches = _epoch_batches(data, config, epoch, skip, device)
+        yield next(batches)
+
+
 def fit(
     model: nn.Module,
     train_data: Dataset | ResidentDataset,
     config: TrainConfig,
     table: ClassTable,
     val_data: Dataset | None = None,
-    class_weights: torch.Tensor | None = None,
+    *,
+    loss_weight: torch.Tensor | None = None,
     callback: Callable[[History], None] | None = None,
+    saved: dict[str, Any] | None = None,
 ) -> History:
     """Train ``model`` in place on ``train_data`` as ``config`` says, and return its history.
 
     ``train_data`` yields ``(image float (3, h, w), mask int64 (h, w))`` pairs, already
     augmented and normalised, or is a :class:`~fcnlib.resident.ResidentDataset`, which the loop
     crops and augments on the device. ``val_data`` (whole images) is scored every
-    ``eval_interval`` steps and at the end. If ``config.checkpoint`` names an existing
-    checkpoint the run resumes from it. ``callback(history)`` runs every ``log_interval``
-    steps and after each validation: draw live curves there.
+    ``eval_interval`` steps and at the end. ``loss_weight`` (C,) weights the cross-entropy of
+    each class. If ``config.checkpoint`` names an existing checkpoint the run resumes from it
+    (``saved``: that checkpoint, already read). ``callback(history)`` runs every
+    ``log_interval`` steps and after each validation: draw live curves there, or stop the run.
 
     Raises :class:`NonFiniteLoss` naming the step where the loss became NaN or infinite, and
     :class:`Interrupted` after saving a checkpoint when SIGINT or SIGTERM arrives.
     """
-    if launched_processes() > 1 and not dist.is_initialized():
-        raise RuntimeError(
-            f"torchrun started {launched_processes()} processes but this one has not joined "
-            "their group: train inside `with fcnlib.runtime.process_group():`"
-        )
+    _check_split(config, len(train_data))
     rank, world = distributed()
-    if config.batch_size % world or (config.batch_size // world) % (config.micro_batch or 1):
-        raise ValueError(
-            f"batch_size {config.batch_size} must split into {world} processes of whole "
-            f"micro-batches of {config.micro_batch}"
-        )
-    steps_per_epoch = len(train_data) // config.batch_size
-    if steps_per_epoch < 1:
-        raise ValueError(
-            f"the training set has {len(train_data)} images, fewer than batch_size "
-            f"{config.batch_size}"
-        )
-    device = run_device(config)
+    device = runtime_device(config.device)
     seed_everything(config.seed, config.deterministic)
-    raw_model = model.to(device)
-    if config.channels_last:
-        raw_model = raw_model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(raw_model, config)
-    schedule = make_schedule(
-        optimizer, config.steps, config.warmup_steps, config.poly_power, config.schedule
-    )
-    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
-    weight = None if class_weights is None else class_weights.float().to(device)
-    history, step = History(), 0
-    if config.checkpoint and Path(config.checkpoint).exists():
-        state = checkpoint.load(config.checkpoint)
-        _check_resumable(state["config"], config, config.checkpoint)
-        raw_model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        scaler.load_state_dict(state["scaler"])
-        checkpoint.set_rng_state(state["rng"])
-        history, step = History.from_dict(state["history"]), state["step"]
-    net = torch.compile(raw_model) if config.compile else raw_model
-    model = net
+    state = TrainState.start(model, config, table, device, saved)
+    model, optimizer, history = state.model, state.optimizer, state.history
+    step_model = torch.compile(model) if config.compile else model
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
-        model = DistributedDataParallel(net, device_ids=ids)
+        step_model = DistributedDataParallel(step_model, device_ids=ids)
     dtype = amp_dtype(config, device)
+    weight = None if loss_weight is None else loss_weight.float().to(device)
+    progress = dict(total=config.steps, initial=state.step, desc="train")
+    with (
+        _StopOnSignal().installed() as stop,
+        tqdm(**progress, disable=not config.progress or rank != 0) as bar,
+    ):
+        tick = time.perf_counter()  # training time: validation and checkpoints do not count
+        for micro_batches in _steps(train_data, config, state.step, device):
+            # Stop on a signal, at the same step in every process.
+            labelled = sum((m != table.ignore_index).sum() for _, m in micro_batches)
+            flags = torch.stack([labelled, torch.tensor(stop.signum, device=device)])
+            if world > 1:  # every process learns of a signal and of the global pixel count
+                dist.all_reduce(flags)
+            labelled, signum = max(int(flags[0]), 1), int(flags[1])
+            if signum:
+                state.save()
+                raise Interrupted(state.step, config.checkpoint, stop.signum or signal.SIGTERM)
 
-    def save() -> None:
-        if config.checkpoint and rank == 0:
-            state = {
-                "model": raw_model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(),
-                "scaler": scaler.state_dict(),
-                "step": step,
-                "rng": checkpoint.rng_state(),
-                "config": config.to_dict(),
-                "num_classes": table.num_classes,
-                "dataset": table.name,
-                "history": history.to_dict(),
-            }
-            checkpoint.save(state, config.checkpoint)
-        if world > 1:
-            dist.barrier()
-
-    mark = time.perf_counter()
-
-    @contextlib.contextmanager
-    def clock_stopped() -> Iterator[None]:
-        # Validation, checkpoints and plotting are not training: the clock stops for them.
-        nonlocal mark
-        synchronise(device)
-        history.seconds += time.perf_counter() - mark
-        try:
-            yield
-        finally:
-            mark = time.perf_counter()
-
-    def validate() -> None:
-        # Not through DDP, whose forward expects every process to run it equally often.
-        metrics = evaluate(net, val_data, table, device=device, limit=config.val_limit, amp=dtype)
-        scores = metrics.compute()
-        history.eval_steps.append(step)
-        history.eval_seconds.append(history.seconds)
-        history.evals.append({k: v for k, v in scores.items() if isinstance(v, float)})
-
-    stop_at = config.steps
-    if config.steps_per_call:
-        stop_at = min(stop_at, step + config.steps_per_call)
-    bar = tqdm(
-        total=config.steps, initial=step, disable=not config.progress or rank != 0, desc="train"
-    )
-    with _StopOnSignal().installed() as stop:
-        while step < stop_at:
-            epoch, skip = divmod(step, steps_per_epoch)
-            for micro_batches in _epoch_batches(train_data, config, epoch, skip, device):
-                model.train()
-                labelled = sum((m != table.ignore_index).sum() for _, m in micro_batches)
-                flags = torch.stack([labelled, torch.tensor(stop.signum, device=device)])
-                if world > 1:  # every process learns of a signal and of the global pixel count
-                    dist.all_reduce(flags)
-                labelled_total, signum = int(flags[0]), int(flags[1])
-                if signum:
-                    with clock_stopped():
-                        save()
-                    bar.close()
-                    raise Interrupted(step, config.checkpoint, stop.signum or signal.SIGTERM)
-                # DDP averages gradients over processes; the scale turns that into the sum over
-                # the global batch, divided by its labelled pixels for the mean loss.
-                scale = world / max(labelled_total, 1) if config.loss == "mean" else world
-                optimizer.zero_grad(set_to_none=True)
-                loss_sum = torch.zeros((), device=device)
-                for index, (images, masks) in enumerate(micro_batches):
-                    if config.channels_last:
-                        images = images.contiguous(memory_format=torch.channels_last)
-                    last = index == len(micro_batches) - 1
-                    no_sync = model.no_sync if world > 1 and not last else contextlib.nullcontext
-                    with no_sync():
-                        with torch.autocast(device.type, dtype, enabled=dtype is not None):
-                            scores = model(images)
-                        loss = F.cross_entropy(
-                            scores.float(),
-                            masks,
-                            weight=weight,
-                            ignore_index=table.ignore_index,
-                            reduction="sum",
-                        )
-                        scaler.scale(loss * scale).backward()
-                    loss_sum += loss.detach()
-                if world > 1:
-                    dist.all_reduce(loss_sum)
-                loss_per_pixel = loss_sum.item() / max(labelled_total, 1)
-                if not math.isfinite(loss_per_pixel):
-                    bar.close()
-                    raise NonFiniteLoss(
-                        f"the loss became {loss_per_pixel} at step {step + 1}; the weights of "
-                        f"step {step} are kept. Lower the learning rate (it is "
-                        f"{schedule.get_last_lr()[0]:.3g}) or check the data"
+            # Forward, backward, update. DDP averages gradients over processes; the scale turns
+            # that into the sum over the global batch, over its labelled pixels for "mean".
+            model.train()
+            scale = world / labelled if config.loss == "mean" else world
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum = torch.zeros((), device=device)
+            for index, (images, masks) in enumerate(micro_batches):
+                if config.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                last = index == len(micro_batches) - 1
+                no_sync = step_model.no_sync if world > 1 and not last else contextlib.nullcontext
+                with no_sync():
+                    with torch.autocast(device.type, dtype, enabled=dtype is not None):
+                        scores = step_model(images)
+                    loss = F.cross_entropy(
+                        scores.float(),
+                        masks,
+                        weight,
+                        ignore_index=table.ignore_index,
+                        reduction="sum",
                     )
-                history.steps.append(step + 1)
-                history.loss.append(loss_per_pixel)
-                history.lr.append(schedule.get_last_lr()[0])
-                scaler.step(optimizer)
-                scaler.update()
-                schedule.step()
-                step += 1
-                bar.update()
-                if val_data is not None and (
-                    step == config.steps
-                    or (config.eval_interval and step % config.eval_interval == 0)
-                ):
-                    with clock_stopped():
-                        validate()
-                        bar.set_postfix(
-                            loss=f"{loss_per_pixel:.3f}",
-                            mIU=f"{history.evals[-1]['mean_iu']:.3f}",
-                        )
-                        if callback:
-                            callback(history)
-                elif step % config.log_interval == 0:
-                    bar.set_postfix(loss=f"{loss_per_pixel:.3f}")
-                    if callback:
-                        with clock_stopped():
-                            callback(history)
-                if step == stop_at or (
-                    config.checkpoint_interval and step % config.checkpoint_interval == 0
-                ):
-                    with clock_stopped():
-                        save()
-                if step >= stop_at:
-                    break
-    bar.close()
+                    state.scaler.scale(loss * scale).backward()
+                loss_sum += loss.detach()
+            if world > 1:
+                dist.all_reduce(loss_sum)
+            loss_per_pixel, lr = loss_sum.item() / labelled, state.schedule.get_last_lr()[0]
+            if not math.isfinite(loss_per_pixel):
+                raise NonFiniteLoss(loss_per_pixel, state.step + 1, lr)
+            history.add_step(state.step + 1, loss_per_pixel, lr)
+            state.scaler.step(optimizer)
+            state.scaler.update()
+            state.schedule.step()
+            state.step += 1
+            synchronise(device)
+            history.seconds += time.perf_counter() - tick
+            bar.update()
+            bar.set_postfix(loss=f"{loss_per_pixel:.3f}", refresh=False)
+
+            # Validation (not through DDP, whose forward expects every process to run it
+            # equally often), and the callback.
+            step = state.step
+            if val_data is not None and _due(step, config.eval_interval, config.steps):
+                metrics = evaluate(
+                    model, val_data, table, device=device, limit=config.val_limit, amp=dtype
+                )
+                history.add_validation(step, metrics.compute())
+                bar.set_postfix(
+                    loss=f"{loss_per_pixel:.3f}", mIU=f"{history.evals[-1]['mean_iu']:.3f}"
+                )
+                if callback:
+                    callback(history)
+            elif callback and step % config.log_interval == 0:
+                callback(history)
+
+            # Checkpoint.
+            if _due(step, config.checkpoint_interval, config.steps):
+                state.save()
+            tick = time.perf_counter()
     return history
 
 
-def run(
+def start_or_resume(
     config: TrainConfig,
     init_from: str | Path | None = None,
     say: Callable[[str], None] = print,
@@ -509,25 +546,24 @@ def run(
     """
     if init_from is not None and not Path(init_from).is_file():
         raise FileNotFoundError(f"--init-from {init_from} does not exist")
-    rank, _ = distributed()
-    if rank != 0:
-        say = lambda text: None  # noqa: E731
+    say = rank_zero(say)
+    device = runtime_device(config.device)  # a bad --device is named before anything else
     path = Path(config.checkpoint) if config.checkpoint else None
-    device = run_device(config)
-    resuming = path is not None and path.exists()
-    if resuming:
-        state = checkpoint.load(path)
-        _check_resumable(state["config"], config, str(path))
-        if state["step"] >= config.steps:
-            say(f"{path} is already trained to step {state['step']}")
-            return History.from_dict(state["history"])
-        say(f"resuming {path} from step {state['step']} of {config.steps}")
+    saved = checkpoint.load(path) if path is not None and path.exists() else None
+    if saved is not None:
+        check_resumable(saved["config"], config, str(path))
+        if saved["step"] >= config.steps:
+            say(f"{path} is already trained to step {saved['step']}")
+            return History.from_dict(saved["history"])
+        say(f"resuming {path} from step {saved['step']} of {config.steps}")
     train_data, val_data, table = load_data(config, device)
-    if path is not None and rank == 0:  # before the work, not after it
+    if path is not None and distributed()[0] == 0:  # before the work, not after it
         check_writable(path, "--checkpoint")
-    seed_everything(config.seed)
+    seed_everything(config.seed)  # the initial weights; fit seeds again for the training
     model = build_model(config, table.num_classes)
-    if init_from is not None and not resuming:  # resuming, fit loads the checkpoint's weights
+    if init_from is not None and saved is None:  # resuming, fit loads the checkpoint's weights
         coarser, _ = checkpoint.load_trained(init_from)
         fcn_models.init_from(model, coarser)
-    return fit(model, train_data, config, table, val_data, class_weights(config))
+    return fit(
+        model, train_data, config, table, val_data, loss_weight=loss_weight(config), saved=saved
+    )

@@ -176,6 +176,21 @@ def transpose_conv(
     return transposed
 
 
+def scatter(x: torch.Tensor, kernel: torch.Tensor, stride: int) -> torch.Tensor:
+    """A transposed convolution written as what it does: every pixel of the (H, W)
+    input ``x`` adds ``x[i, j] * kernel`` to the (k, k) window of the output that
+    starts at ``(i * stride, j * stride)``. One channel, no padding; the output is
+    (stride (H - 1) + k, stride (W - 1) + k), as ``F.conv_transpose2d`` gives it."""
+    _check_positive("stride", stride)
+    (height, width), k = x.shape, kernel.shape[0]
+    out = x.new_zeros(stride * (height - 1) + k, stride * (width - 1) + k)
+    for i in range(height):
+        for j in range(width):
+            top, left = i * stride, j * stride
+            out[top : top + k, left : left + k] += x[i, j] * kernel
+    return out
+
+
 def overlap_counts(input_size: int, kernel_size: int, stride: int) -> torch.Tensor:
     """How many input pixels write to each output pixel of a 2-D transposed convolution.
 

@@ -51,11 +51,11 @@ def test_measure_runs_every_variant_on_the_cpu():
         for task in ("train", "infer"):
             result = bench.measure(
                 "fcn8s-vgg16",
-                (24, 32),
-                2,
-                variant,
-                task,
-                torch.device("cpu"),
+                size=(24, 32),
+                batch=2,
+                variant=variant,
+                task=task,
+                device=torch.device("cpu"),
                 width=1 / 32,
                 warmup=1,
                 repeats=2,
@@ -65,16 +65,31 @@ def test_measure_runs_every_variant_on_the_cpu():
             assert result.median_ms == pytest.approx(1000 * 2 / result.images_per_s)
 
 
-def test_peer_is_measured_the_same_way():
+@pytest.mark.parametrize(
+    ("peer", "side", "flops"),
+    [("fcn_resnet50", 32, (1e9, 1e12)), ("lraspp_mobilenet_v3_large", 64, (1e7, 1e9))],
+)
+def test_peers_are_measured_the_same_way_at_their_real_width(peer, side, flops):
     result = bench.measure(
-        "fcn_resnet50", (32, 32), 1, "fp32", "infer", torch.device("cpu"), warmup=0, repeats=1
+        peer,
+        size=(side, side),
+        batch=1,
+        variant="fp32",
+        task="infer",
+        device=torch.device("cpu"),
+        width=0.125,  # scales FCN-8s only: a peer is always the real net
+        warmup=0,
+        repeats=1,
     )
-    assert result.model == "fcn_resnet50" and result.flops_per_image > 1e9
+    assert result.model == peer and result.channel_width == 1.0
+    assert flops[0] < result.flops_per_image < flops[1]
 
 
 def test_bad_names_are_refused():
     with pytest.raises(ValueError, match="variant must be one of"):
-        bench.measure("fcn8s-vgg16", (8, 8), 1, "fp16", "infer", torch.device("cpu"))
+        bench.measure(
+            "fcn8s-vgg16", size=(8, 8), batch=1, variant="fp16", task="infer", device="cpu"
+        )
     with pytest.raises(ValueError, match="model must be one of"):
         bench.build_model("fcn8s-resnet")
 
@@ -131,22 +146,30 @@ def test_peer_ratios_pair_equal_configurations_only():
     assert ratios == {("fcn8s-vgg16", "fp32"): 2.0, ("fcn8s-vgg16_bn", "fp32"): 0.5}
 
 
-def test_results_table_has_one_line_per_result():
-    table = bench.format_results([row("fcn8s-vgg16", 4.0, mfu=0.512), row("fcn_resnet50", 2.0)])
-    lines = table.splitlines()
-    assert len(lines) == 3 and lines[0].split()[:2] == ["model", "size"]
-    assert "250.00" in lines[1] and "51.2%" in lines[1] and lines[2].endswith("-")
+def test_results_table_has_one_line_per_result_under_a_heading_per_size():
+    results = [row("fcn8s-vgg16", 4.0, mfu=0.512), row("fcn_resnet50", 2.0)]
+    results.append({**row("fcn8s-vgg16", 1.0), "height": 720, "width": 960})
+    lines = bench.format_results(results).splitlines()
+    assert len(lines) == 7 and lines[0] == "360x480, batch 1:" and lines[4].startswith("720x960")
+    assert lines[1].split()[:2] == ["model", "variant"]
+    assert "250.0" in lines[2] and "51.2%" in lines[2] and lines[3].endswith("-")
+
+
+def test_results_table_fits_the_books_column():
+    results = [
+        row(model, 1.0, variant=variant, task=task)
+        for model in bench.MODELS
+        for variant in bench.VARIANTS
+        for task in ("train", "infer")
+    ]
+    for peaks in (None, {"fp32": 0.1, "bf16": 0.001}):
+        table = bench.format_results(results, peaks)
+        assert max(len(line) for line in table.splitlines()) <= 88
+        assert "bf16+NHWC+compile" in table
 
 
 def test_results_are_given_as_fractions_of_measured_peaks():
     table = bench.format_results([row("fcn8s-vgg16", 4.0)], peaks={"fp32": 1.6, "bf16": 3.2})
-    header, line = table.splitlines()
+    _, header, line = table.splitlines()
     assert header.split()[-2:] == ["%fp32", "%bf16"]
     assert line.split()[-2:] == ["50%", "25%"]  # 0.8 TFLOP/s achieved
-
-
-def test_the_lraspp_peer_is_measured_too():
-    result = bench.measure(
-        "lraspp_mobilenet_v3_large", (64, 64), 1, "fp32", "infer", torch.device("cpu"), 1.0, 0, 1
-    )
-    assert result.channel_width == 1.0 and 1e7 < result.flops_per_image < 1e9

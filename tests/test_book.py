@@ -6,6 +6,8 @@ chromium through Playwright. Screenshots land in test-output/screenshots/ for a 
 
 import functools
 import http.server
+import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -18,7 +20,7 @@ from urllib.parse import urldefrag, urlsplit
 import pytest
 
 from fcnlib.book import BOOK_DIR as BOOK
-from fcnlib.book import chapter_notebooks, toc_documents
+from fcnlib.book import chapter_notebooks, notebooks, refresh_outputs, toc_documents
 from fcnlib.runtime import REPO_ROOT
 
 SCREENSHOTS = REPO_ROOT / "test-output" / "screenshots"
@@ -129,6 +131,15 @@ def test_page_renders_offline(browser, server, doc):
         assert images.count() > 0, f"{doc} shows no figure"
         heading = page.locator("article h1").first.inner_text()
         assert heading[0].isdigit(), f"{doc} is not a numbered chapter: {heading!r}"
+
+    # Nothing is cut off: every code and output block fits its box at a 1400-px width.
+    overflowing = page.evaluate(
+        "[...document.querySelectorAll('article pre')]"
+        ".filter(block => block.scrollWidth > block.clientWidth + 1)"
+        ".map(block => block.innerText.split('\\n')"
+        ".reduce((a, b) => (b.length > a.length ? b : a)))"
+    )
+    assert overflowing == [], f"{doc}: blocks wider than their box, e.g. {overflowing[:3]}"
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / f"{doc.replace('/', '-')}.png", full_page=True)
@@ -267,3 +278,25 @@ def test_chapters_come_in_the_order_the_book_teaches():
     ]
     assert all(path.is_file() for path in chapter_notebooks())
     assert toc_documents()[0] == "intro"
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda path: path.stem)
+def test_each_cell_prints_into_one_box(path):
+    # The kernel splits a cell's prints when time passes between them; nbval compares them
+    # merged, but the book would render each piece in a box of its own.
+    notebook = json.loads(path.read_text())
+    for index, cell in enumerate(notebook["cells"]):
+        kinds = [(o["output_type"], o.get("name")) for o in cell.get("outputs", [])]
+        split = [a == b and a[0] == "stream" for a, b in itertools.pairwise(kinds)]
+        assert not any(split), f"{path.name} cell {index}: refresh with fcnlib.book.refresh_outputs"
+
+
+def test_refreshed_outputs_are_merged_per_stream(tmp_path):
+    import nbformat
+
+    path = tmp_path / "two-prints.ipynb"
+    source = "import sys, time\nprint('one', flush=True)\ntime.sleep(0.5)\nprint('two')"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)]), path)
+    seconds = refresh_outputs([path], timeout=60)
+    (cell,) = nbformat.read(path, as_version=4).cells
+    assert [o["text"] for o in cell.outputs] == ["one\ntwo\n"] and seconds["two-prints"] > 0.5

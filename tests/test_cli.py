@@ -17,7 +17,8 @@ from fcnlib.__main__ import main
 
 
 @pytest.mark.parametrize(
-    "command", ["download", "train", "evaluate", "predict", "reproduce", "weights", "bench"]
+    "command",
+    ["download", "train", "evaluate", "predict", "reproduce", "sweep", "weights", "bench"],
 )
 def test_help_explains_and_gives_examples(command, capsys):
     with pytest.raises(SystemExit) as done:
@@ -102,3 +103,20 @@ def test_train_evaluate_predict_end_to_end(camvid_root, tmp_path, capsys):
     assert labels.mode == "P" and labels.size == (480, 360)
     assert np.array(labels).max() < 11  # class ids, not colours
     assert Image.open(out / f"{image.stem}_overlay.png").mode == "RGB"
+
+
+def test_train_options_are_the_config_fields_with_a_help_text(capsys):
+    import dataclasses
+
+    from fcnlib.config import TrainConfig
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for field in dataclasses.fields(TrainConfig):
+        if field.name == "checkpoint":  # train's own --checkpoint, with a default path
+            continue
+        flag = field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+        assert (f"{flag} " in text or f"{flag}," in text) == ("help" in field.metadata), flag
+        if field.metadata.get("choices"):  # the choices the config checks are the CLI's
+            assert "{" + ",".join(field.metadata["choices"]) + "}" in text, flag

@@ -75,12 +75,12 @@ def reproduce_worker(rank: int, world: int, port: int, out: str, data: str) -> N
         slim.update(val_limit=1, class_weights=False, device="cpu")
         runs = reproduce(
             "modern",
-            ["fcn32s", "fcn16s"],
-            slim,
-            Path(out) / "runs",
-            Path(out) / "res",
-            1,
-            2,
+            models=["fcn32s", "fcn16s"],
+            overrides=slim,
+            checkpoint_folder=Path(out) / "runs",
+            results=Path(out) / "res",
+            predictions=1,
+            limit=2,
             progress=False,
             say=lambda text: None,
         )

@@ -15,9 +15,9 @@ from fcnlib.checkpoint import load_trained
 from fcnlib.data import CamVid, read_label
 from fcnlib.experiment import (
     STAGED_FROM,
+    display_name,
     evaluation_frames,
     format_comparison,
-    label,
     load_runs,
     plot_recorded_history,
     plot_time_to_accuracy,
@@ -111,7 +111,7 @@ def test_the_papers_setting_on_voc_prints_the_papers_numbers(
     assert {run.record["split"] for run in runs.values()} == {"seg11valid"}
     assert runs["fcn16s"].record["training"]["config"]["momentum"] == 0.9  # the recipe's
     for model, run in runs.items():
-        assert f"ours: {label(model)}" in out.out
+        assert f"ours: {display_name(model)}" in out.out
         assert f"{100 * run.record['metrics']['mean_iu']:8.1f}" in out.out
     for who, value in published_rows("voc"):
         assert f"{who:<38}{value:8.1f}" in out.out

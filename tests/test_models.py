@@ -230,7 +230,9 @@ def test_fusion_trace_of_a_500_pixel_image_has_the_papers_shapes():
     fuse = next(s for s in steps if s.name == "fuse_pool3")
     assert fuse.inputs == ("upscore_pool4", "score_pool3c") and fuse.stride == 8
     text = models.format_fusion_trace(steps)
-    assert "score_pool4c   crop         21 x 34 x 34     16" in text
+    crop = "score_pool4c   crop         21x34x34     16  score_pool4, offset 5 to fit upscore2"
+    assert crop in text
+    assert max(len(line) for line in text.splitlines()) <= 88  # fits the book's column
 
 
 def test_at_once_scales_the_skips_by_fixed_constants():
@@ -289,3 +291,33 @@ def test_stage_scores_take_fcn8s_apart_where_the_geometry_puts_each_map():
     # pool3's scores, no longer zero, change the finest map
     assert not torch.equal(stages["fuse_pool4"], stages["fuse_pool3"])
     assert list(fcn32s.stage_scores(x)) == ["score_fr"]
+
+
+@pytest.mark.parametrize("name", ["fcn32s", "fcn16s", "fcn8s"])
+def test_the_scored_area_is_where_the_net_gives_nonzero_logits(name):
+    # An independent check: run a slim net for real and find the pixels whose logits are all 0.
+    torch.manual_seed(0)
+    for pad100 in (True, False):
+        net = models.build(name, 3, pad100=pad100, width=1 / 16).eval()
+        for layer in net.modules():  # no zero scores by chance: every bias nonzero
+            if isinstance(layer, nn.Conv2d) and layer.bias is not None:
+                nn.init.constant_(layer.bias, 0.1)
+        upsampled, fraction = net.scored_area(232, 296)
+        with torch.no_grad():
+            scores = net(torch.rand(1, 3, 232, 296))
+        measured = (scores != 0).any(1).double().mean().item()
+        assert fraction == pytest.approx(measured)
+        assert (fraction == 1.0) == pad100
+        assert upsampled[0] >= 232 if pad100 else upsampled[0] < 232
+
+
+@pytest.mark.parametrize("pad100", [True, False])
+def test_fcn8s_written_out_gives_the_scores_of_the_general_class(pad100):
+    torch.manual_seed(0)
+    net = models.FCN8s(5, pad100=pad100, width=1 / 16).eval()
+    for layer in net.modules():  # random scores: zero-initialised ones would hide a mistake
+        if isinstance(layer, nn.Conv2d | nn.ConvTranspose2d):
+            nn.init.normal_(layer.weight, std=0.1)
+    x = torch.rand(2, 3, 230, 250)
+    with torch.no_grad():
+        torch.testing.assert_close(models.fcn8s_forward(net, x), net(x), rtol=0, atol=0)

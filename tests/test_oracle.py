@@ -5,7 +5,14 @@ from hypothesis import strategies as st
 
 from fcnlib.data import CamVid
 from fcnlib.metrics import confusion_matrix, scores
-from fcnlib.oracle import downsample_labels, oracle_labels, oracle_scores, upsample_labels
+from fcnlib.oracle import (
+    block_fractions,
+    downsample_labels,
+    grid_crop,
+    oracle_labels,
+    oracle_scores,
+    upsample_labels,
+)
 
 VOID = 9
 
@@ -127,3 +134,54 @@ def test_camvid_oracle_loses_accuracy_at_stride_32(camvid_root):
     results = oracle_scores([labels], [1, 32], num_classes=11, ignore_index=11)
     assert results["majority", 1]["mean_iu"] == 1.0
     assert 0.0 < results["majority", 32]["mean_iu"] < 1.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(label_maps(), st.integers(1, 7))
+def test_block_fractions_are_average_pooled_one_hot_labels(case, stride):
+    # An independent reference: average pooling of the one-hot labels, void masked out.
+    labels, num_classes = case
+    fractions = block_fractions(labels, stride, num_classes, VOID)
+    valid = labels != VOID
+    one_hot = torch.nn.functional.one_hot(torch.where(valid, labels, 0), num_classes)
+    one_hot = (one_hot * valid[..., None]).permute(2, 0, 1).double()
+    pad = (0, -labels.shape[1] % stride, 0, -labels.shape[0] % stride)
+    summed = torch.nn.functional.avg_pool2d(
+        torch.nn.functional.pad(one_hot, pad)[None], stride, divisor_override=1
+    )[0]
+    expected = summed / summed.sum(0, keepdim=True).clamp(min=1)
+    torch.testing.assert_close(fractions, expected)
+
+
+@settings(max_examples=40, deadline=None)
+@given(label_maps(), st.integers(1, 7))
+def test_bilinear_baseline_keeps_uniform_regions_and_is_perfect_at_stride_one(case, stride):
+    labels, num_classes = case
+    labels[0, 0] = 0
+    assert torch.equal(
+        oracle_labels(labels, 1, "bilinear", num_classes, VOID)[labels != VOID],
+        labels[labels != VOID],
+    )
+    uniform = torch.full(labels.shape, num_classes - 1)
+    assert (oracle_labels(uniform, stride, "bilinear", num_classes, VOID) == num_classes - 1).all()
+
+
+def test_bilinear_boundaries_fall_between_block_centres():
+    # Two 4x4 blocks, class 0 then class 1: majority switches at the block edge (column 4),
+    # and so does the bilinear map, halfway between the centres 1.5 and 5.5; a block of 3
+    # zeros and a 1-column of ones moves the bilinear boundary, not the majority one.
+    labels = torch.tensor([[0] * 4 + [1] * 4] * 4)
+    bilinear = oracle_labels(labels, 4, "bilinear", 2, VOID)
+    assert bilinear[0].tolist() == [0] * 4 + [1] * 4
+    labels[:, 3] = 1  # the first block is now 3/4 class 0
+    bilinear = oracle_labels(labels, 4, "bilinear", 2, VOID)
+    majority = oracle_labels(labels, 4, "majority", 2, VOID)
+    assert majority[0].tolist() == [0] * 4 + [1] * 4
+    assert bilinear[0].tolist() == [0] * 3 + [1] * 5  # closer to the true boundary at 3
+
+
+def test_grid_crop_keeps_the_centre_in_whole_blocks():
+    labels = torch.arange(360 * 480).reshape(360, 480)
+    cropped = grid_crop(labels, 32)
+    assert cropped.shape == (352, 480) and cropped[0, 0] == labels[4, 0]
+    assert grid_crop(labels, 7).shape == (357, 476)

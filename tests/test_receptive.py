@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from fcnlib.backbone import vgg16
 from fcnlib.receptive import (
     AxisGeometry,
     LayerSpec,
@@ -19,7 +20,6 @@ from fcnlib.receptive import (
     receptive_field_table,
     spread,
     symbolic_trace,
-    vgg16_fc_conv,
 )
 
 
@@ -53,9 +53,14 @@ def test_torchvision_vgg16_pools_analytic(layer, expected):
     assert (geometry.r, geometry.S, geometry.P) == tuple((v, v) for v in expected)
 
 
+def narrow_vgg16():
+    """VGG16 up to fc7 with torchvision's geometry and 1 to 64 channels: cheap to measure."""
+    return vgg16(pad100=False, ceil_mode=False, width=1 / 64)
+
+
 def test_narrow_vgg16_copy_has_torchvision_geometry():
     features = on_meta(torchvision.models.vgg16).features
-    ours = receptive_field_table(vgg16_fc_conv(width=1))
+    ours = receptive_field_table(narrow_vgg16())
     theirs = receptive_field_table(features)
     assert len(theirs) == 18 and [r.name for r in ours[16:19]] == ["conv5_3", "pool5", "fc6"]
     for mine, reference in zip(ours[:18], theirs, strict=True):
@@ -72,8 +77,8 @@ def test_narrow_vgg16_copy_has_torchvision_geometry():
     ("layer", "expected"),
     [("pool3", (44, 8, 18)), ("pool5", (212, 32, 90)), ("fc7", (404, 32, 90))],
 )
-def test_vgg16_fc_conv_empirically(layer, expected):
-    model = vgg16_fc_conv(width=1)
+def test_convolutionalised_vgg16_empirically(layer, expected):
+    model = narrow_vgg16()
     geometry = receptive_field(model, until=layer)
     assert (geometry.h.r, geometry.h.S, geometry.h.P) == expected  # fc7: paper's Table 1, 404
     unit, ends = inner_unit(geometry)
@@ -359,3 +364,42 @@ def test_a_layer_can_state_its_own_geometry():
     assert (geometry.w.r, geometry.w.S, geometry.w.P) == (7, 2, -6)
     measured = empirical_receptive_field(model, (15, 21), unit=(1, 1))
     assert measured == geometry.region((1, 1))
+
+
+def test_after_a_transposed_convolution_r_is_a_bound_that_depends_on_the_phase():
+    # conv(3, s2) -> conv(3, s2) -> transposed conv(4, s2): r = 13, but each output is reached
+    # by half of the transposed kernel's taps, so the pixels that affect it span 11, on the
+    # right of the analytic region for even units and on its left for odd ones.
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 1, 3, stride=2), nn.Conv2d(1, 1, 3, stride=2), nn.ConvTranspose2d(1, 1, 4, 2)
+    )
+    geometry = receptive_field(net)
+    assert (geometry.h.r, geometry.h.S, geometry.h.P) == (13, 2, 6)
+    regions = {}
+    for unit in range(2, 10):
+        (top, bottom), columns = empirical_receptive_field(net, (40, 40), unit=(unit, unit))
+        low, high = geometry.h.interval(unit)
+        assert low <= top and bottom <= high and columns == (top, bottom)
+        assert bottom - top + 1 == 11
+        regions[unit] = (top, bottom)
+    even, odd = regions[4], regions[5]
+    assert even[1] == geometry.h.interval(4)[1] and odd[0] == geometry.h.interval(5)[0]
+    for unit in range(2, 8):  # the stride is exact: two units on, the region moves 2 S
+        assert regions[unit + 2][0] - regions[unit][0] == 2 * geometry.h.S
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 5), st.integers(1, 3), st.integers(1, 3)), min_size=1, max_size=6
+    )
+)
+def test_the_recurrences_unroll_to_the_closed_form(layers):
+    # r = 1 + sum over layers of d (k - 1) times the product of the earlier strides.
+    net = nn.Sequential(*(nn.Conv2d(1, 1, k, stride=s, dilation=d) for k, s, d in layers))
+    closed = 1 + sum(
+        d * (k - 1) * math.prod(s for _, s, _ in layers[:index])
+        for index, (k, _, d) in enumerate(layers)
+    )
+    assert receptive_field(net).h.r == closed

@@ -43,7 +43,8 @@ def test_device_follows_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert fcnlib.device() == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert fcnlib.device() == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)  # as torchrun's rank 1 sets
+    assert fcnlib.device() == fcnlib.device("auto") == torch.device("cuda", 1)
 
 
 @settings(max_examples=10, deadline=None)

@@ -97,7 +97,7 @@ def test_training_reduces_the_loss_and_validates():
 )
 def test_training_options_learn_on_the_cpu(changes):
     weights = torch.linspace(0.5, 2.0, TABLE.num_classes) if changes.get("class_weights") else None
-    history = fit(tiny_net(), TinySet(), tiny_config(**changes), TABLE, class_weights=weights)
+    history = fit(tiny_net(), TinySet(), tiny_config(**changes), TABLE, loss_weight=weights)
     assert all(math.isfinite(loss) for loss in history.loss)
     assert sum(history.loss[-5:]) < 0.7 * sum(history.loss[:5])
 
@@ -142,12 +142,29 @@ def assert_same_weights(a: nn.Module, b: nn.Module) -> None:
         assert torch.equal(x, y), f"{name} differs"
 
 
+def stop_after(step: int):
+    """A callback that interrupts the run after ``step`` steps (SIGINT, as Ctrl-C does)."""
+
+    def callback(history):
+        if history.steps[-1] == step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    return callback
+
+
+def fit_until(step: int, model, data, config):
+    """Run ``fit`` and stop it after ``step`` steps; return the checkpoint it saved."""
+    with pytest.raises(Interrupted, match=f"after step {step}"):
+        fit(model, data, config, TABLE, callback=stop_after(step))
+    return checkpoint.load(config.checkpoint)
+
+
 def test_a_run_stopped_after_k_steps_resumes_bit_for_bit(tmp_path):
     reference = tiny_net()
     full = fit(reference, TinySet(), resumable_config(tmp_path / "a.pt"), TABLE)
     path = tmp_path / "b.pt"
-    first = fit(tiny_net(), TinySet(), resumable_config(path, steps_per_call=4), TABLE)
-    assert len(first.loss) == 4 and checkpoint.load(path)["step"] == 4
+    first = fit_until(4, tiny_net(), TinySet(), resumable_config(path))
+    assert len(first["history"]["loss"]) == 4 and first["step"] == 4
     resumed = tiny_net(seed=99)  # other initial weights: the checkpoint must replace them all
     second = fit(resumed, TinySet(), resumable_config(path), TABLE)
     assert_same_weights(reference, resumed)
@@ -159,15 +176,11 @@ def test_sigint_saves_a_checkpoint_and_the_run_resumes_exactly(tmp_path):
     path = tmp_path / "run.pt"
     reference = tiny_net()
     fit(reference, TinySet(), resumable_config(tmp_path / "reference.pt"), TABLE)
-
-    def interrupt_at_step_5(history):
-        if history.steps[-1] == 5:
-            os.kill(os.getpid(), signal.SIGINT)
-
+    before = signal.getsignal(signal.SIGINT)  # Python's default, or SIG_IGN under nohup
     with pytest.raises(Interrupted, match="SIGINT after step 5") as stopped:
-        fit(tiny_net(), TinySet(), resumable_config(path), TABLE, callback=interrupt_at_step_5)
+        fit(tiny_net(), TinySet(), resumable_config(path), TABLE, callback=stop_after(5))
     assert stopped.value.step == 5 and stopped.value.path == str(path)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is restored
     resumed = tiny_net(seed=7)
     fit(resumed, TinySet(), resumable_config(path), TABLE)
     assert_same_weights(reference, resumed)
@@ -182,7 +195,7 @@ def test_resident_data_resumes_bit_for_bit(camvid_root, tmp_path):
     reference = tiny_net()
     fit(reference, data, resumable_config(tmp_path / "a.pt", **config), TABLE)
     path = tmp_path / "b.pt"
-    fit(tiny_net(), data, resumable_config(path, steps_per_call=3, **config), TABLE)
+    fit_until(3, tiny_net(), data, resumable_config(path, **config))
     resumed = tiny_net(seed=5)
     fit(resumed, data, resumable_config(path, **config), TABLE)
     assert_same_weights(reference, resumed)
@@ -190,7 +203,7 @@ def test_resident_data_resumes_bit_for_bit(camvid_root, tmp_path):
 
 def test_resuming_with_other_settings_names_the_setting(tmp_path):
     path = tmp_path / "run.pt"
-    fit(tiny_net(), TinySet(), resumable_config(path, steps_per_call=2), TABLE)
+    fit_until(2, tiny_net(), TinySet(), resumable_config(path))
     with pytest.raises(ValueError, match=r"written with lr=0\.1, but this run has lr=0\.2"):
         fit(tiny_net(), TinySet(), resumable_config(path, lr=0.2), TABLE)
 

@@ -15,6 +15,7 @@ from fcnlib.upsample import (
     conv_matrix,
     output_padding,
     overlap_counts,
+    scatter,
     transpose_conv,
     transposed_output_size,
 )
@@ -275,3 +276,15 @@ def test_overlap_is_even_when_the_stride_divides_the_kernel(kernel, stride):
 def test_overlap_is_uneven_otherwise():
     counts = overlap_counts(6, 3, 2)
     assert set(counts[2:-2, 2:-2].unique().tolist()) == {1, 2, 4}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(1, 5), st.integers(1, 5), st.integers(1, 5), st.integers(1, 4), st.integers(0, 99)
+)
+def test_scatter_is_torchs_transposed_convolution(height, width, kernel_size, stride, seed):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(height, width, generator=generator, dtype=torch.float64)
+    kernel = torch.randn(kernel_size, kernel_size, generator=generator, dtype=torch.float64)
+    expected = F.conv_transpose2d(x[None, None], kernel[None, None], stride=stride)[0, 0]
+    torch.testing.assert_close(scatter(x, kernel, stride), expected)
