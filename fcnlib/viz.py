@@ -69,6 +69,34 @@ def legend_handles(table: ClassTable) -> list[Patch]:
     ]
 
 
+def label_panels(
+    panels: list[np.ndarray | torch.Tensor],
+    titles: list[str],
+    table: ClassTable,
+    columns: int | None = None,
+    width: float = 10.0,
+):
+    """A figure of uint8 pictures side by side (each (H, W, 3) or (3, H, W)), titled,
+    with the classes' legend below them: ``columns`` pictures a row (default: all in one),
+    ``width`` inches wide. Sized so that, drawn across the book's column, the titles and the
+    legend render at about 10 pixels or more. Returns the figure."""
+    import matplotlib.pyplot as plt  # matplotlib only for pictures, not for training
+
+    columns = columns or len(panels)
+    rows = -(-len(panels) // columns)
+    height = rows * width / columns * 0.78 + 0.9  # the frames' 3:4 shape, titles, legend
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(width, height), layout="constrained", squeeze=False
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, picture, title in zip(axes.flat, panels, titles, strict=False):
+        ax.imshow(image_to_hwc(picture))
+        ax.set_title(title)
+    fig.legend(handles=legend_handles(table), loc="outside lower center", ncols=6, frameon=False)
+    return fig
+
+
 def plot_history(history: History, axes=None) -> None:
     """Draw the training loss (per labelled pixel) and the validation mean IU against the step.
 

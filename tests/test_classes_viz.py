@@ -65,3 +65,25 @@ def test_shape_errors_are_explained():
         colourise(np.zeros((1, 4, 4), dtype=np.int64), CAMVID)
     with pytest.raises(ValueError, match="must be uint8"):
         image_to_hwc(np.zeros((4, 4, 3), dtype=np.float32))
+
+
+def test_label_panels_draw_every_picture_and_a_legend_readable_in_the_book():
+    import matplotlib.pyplot as plt
+
+    from fcnlib.viz import label_panels
+
+    table = class_table("camvid")
+    mask = torch.randint(0, table.num_classes, (36, 48))
+    image = torch.randint(0, 256, (3, 36, 48), dtype=torch.uint8)
+    fig = label_panels(
+        [image, colourise(mask, table), colourise(mask, table)], ["a", "b", "c"], table, columns=2
+    )
+    images = [ax for ax in fig.axes if ax.images]
+    assert len(images) == 3 and len(fig.axes) == 4  # the fourth cell stays empty
+    (legend,) = fig.legends
+    assert [text.get_text() for text in legend.get_texts()] == list(table.classes)
+    # Drawn 748 pixels wide (the book's column at a 1400-pixel window), text of 10 px or more.
+    scale = 748 / (fig.get_figwidth() * fig.dpi)
+    sizes = [legend.get_texts()[0].get_fontsize(), images[0].title.get_fontsize()]
+    assert min(size * fig.dpi / 72 * scale for size in sizes) >= 10
+    plt.close(fig)
