@@ -10,7 +10,7 @@ on ``DATASET`` the results folder receives
 - ``DATASET-MODEL.json``: the four metrics, the IU of every class, the training time and
   throughput, the configuration, the machine, the versions, the commit and the command;
 - ``DATASET-MODEL-history.csv``: the validations, with the training seconds at each;
-- ``DATASET-MODEL/STEM.png``: its labels of a few evaluation images, as palette PNGs.
+- ``DATASET-MODEL/STEM_predicted.png``: its labels of a few evaluation frames, as palette PNGs.
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ STAGED_FROM: dict[str, str | None] = {
     "fcn8s": "fcn16s",
     "fcn8s-atonce": None,
 }
+
+#: The suffix of a net's label PNG of an evaluation frame: STEM_predicted.png.
+PREDICTED = "_predicted.png"
 
 #: Column headings of the per-class table.
 SHORT = {"fcn32s": "32s", "fcn16s": "16s", "fcn8s": "8s", "fcn8s-atonce": "8s once"}
@@ -305,7 +308,8 @@ def reproduce(
         images = DATASETS[dataset](record["split"])
         for index in evaluation_frames(predictions, record["images"]):
             stem = images.pairs[index][0].stem
-            save_labels(predict(net, images[index][0]), table, folder / f"{stem}.png")
+            # named after the frame, but not as the dataset's own label file is
+            save_labels(predict(net, images[index][0]), table, folder / f"{stem}{PREDICTED}")
         mean_iu = 100 * metrics.compute()["mean_iu"]
         say(f"{display_name(model)}: mean IU {mean_iu:.1f} % on {record['split']} -> {record_path}")
     if rank != 0:

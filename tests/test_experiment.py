@@ -71,7 +71,8 @@ def test_reproduce_trains_in_stages_scores_and_records_every_net(experiment, cap
             [e["mean_iu"] for e in evals["evals"]]
         )
         # the first and the last of the three scored frames
-        assert [p.stem for p in run.predictions] == [test.pairs[i][0].stem for i in (0, 2)]
+        stems = [test.pairs[i][0].stem for i in (0, 2)]
+        assert [p.name for p in run.predictions] == [f"{stem}_predicted.png" for stem in stems]
         labels = read_label(run.predictions[-1], fcnlib.class_table("camvid"))
         net, _ = load_trained(folder / "runs" / f"camvid-{model}.pt")
         assert torch.equal(labels.as_subclass(torch.Tensor), predict(net, test[2][0]))
