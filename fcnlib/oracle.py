@@ -38,7 +38,12 @@ FAST_FRAMES = 20
 
 
 def _blocks(labels: torch.Tensor, stride: int, ignore_index: int) -> torch.Tensor:
-    """(H, W) labels -> (ceil(H/s), ceil(W/s), s*s) blocks, padded with ``ignore_index``."""
+    """(H, W) labels -> (ceil(H/s), ceil(W/s), s*s) blocks, padded with ``ignore_index``;
+    the one place every baseline checks its labels and stride."""
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be (H, W), got shape {tuple(labels.shape)}")
+    if stride < 1:
+        raise ValueError(f"stride must be a positive number of pixels, got {stride}")
     height, width = labels.shape
     rows, cols = -(-height // stride), -(-width // stride)
     padded = labels.new_full((rows * stride, cols * stride), ignore_index)
@@ -62,10 +67,6 @@ def downsample_labels(
     ``method`` is one of ``BLOCK_METHODS`` (see the module docstring). Labels other than
     ``ignore_index`` must lie in 0..num_classes-1; the result holds no ``ignore_index``.
     """
-    if labels.ndim != 2:
-        raise ValueError(f"labels must be (H, W), got shape {tuple(labels.shape)}")
-    if stride < 1:
-        raise ValueError(f"stride must be a positive number of pixels, got {stride}")
     if method not in BLOCK_METHODS:
         raise ValueError(f"method must be one of {BLOCK_METHODS}, got {method!r}")
     blocks = _blocks(labels.long(), stride, ignore_index)
@@ -113,8 +114,6 @@ def oracle_labels(
     if method != "bilinear":
         coarse = downsample_labels(labels, stride, method, num_classes, ignore_index)
         return upsample_labels(coarse, stride, tuple(labels.shape))
-    if stride < 1:
-        raise ValueError(f"stride must be a positive number of pixels, got {stride}")
     fractions = block_fractions(labels, stride, num_classes, ignore_index)
     # align_corners=False puts each block's value at the block's centre, as an FCN's scores
     # sit at their units' receptive-field centres.
