@@ -128,8 +128,9 @@ Recipes: "modern" trains from scratch on CamVid crops (VGG16-BN, AdamW, poly sch
 "paper" is the reference implementation on VOC + SBD (ImageNet VGG16, batch 1, momentum 0.99,
 summed loss, fixed rate 1e-10/1e-12/1e-14 for 32s/16s/8s) and needs a GPU and the VOC download;
 "paper-normalised" is its equivalent with a mean loss, batch 20, momentum 0.9 and rate 1e-4;
-"cpu" is the modern recipe sized for two CPU cores (width 1/8, batch 8, about 70 minutes for
-the staged FCN-32s, 16s and 8s), the one that trained the nets the book ships.
+"cpu" is the modern recipe sized for two CPU cores (width 1/8, batch 8 of 176x240 crops,
+about 70 minutes for the staged FCN-32s, 16s and 8s), the one that trained the nets the book
+ships.
 """
 
 

@@ -308,7 +308,7 @@ def test_the_cpu_recipe_is_the_modern_one_sized_for_two_cores():
     modern = recipe("modern", "fcn16s")
     cpu = {model: recipe("cpu", model) for model in CPU_STEPS}
     assert (cpu["fcn16s"].width, cpu["fcn16s"].batch_size) == (0.125, 8)
-    for name in ("backbone", "crop_size", "optimizer", "schedule", "class_weights", "dataset"):
+    for name in ("backbone", "optimizer", "schedule", "class_weights", "dataset"):
         assert getattr(cpu["fcn16s"], name) == getattr(modern, name), name
     # The staged nets start from a trained net and fine-tune it more gently.
     assert cpu["fcn16s"].lr == cpu["fcn8s"].lr < cpu["fcn32s"].lr == cpu["fcn8s-atonce"].lr
