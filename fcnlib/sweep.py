@@ -94,6 +94,9 @@ def sweep(
         if variant in record["variants"]:
             continue
         config = train.recipe(recipe_name, model, **{**(overrides or {}), **VARIANTS[variant]})
+        if variant != "recipe" and config == train.recipe(recipe_name, model, **(overrides or {})):
+            say(f"{variant}: the recipe already has it; skipped")
+            continue
         each = seconds_per_step(config, pilot)
         steps = max(1, round(60 * minutes / each))
         config = replace(
@@ -124,9 +127,10 @@ def sweep(
 def format_sweep(record: dict[str, Any]) -> str:
     """The sweep as a table, best validation mean IU first."""
     rows = sorted(record["variants"].items(), key=lambda item: -item[1]["val_mean_iu"])
+    changed = "".join(f", {k}={_text(v)}" for k, v in record["overrides"].items())
     lines = [
-        f"{record['model']}, {record['recipe']} recipe, {record['minutes']:g} training minutes"
-        " each",
+        f"{record['model']}, {record['recipe']} recipe{changed}, {record['minutes']:g} training"
+        " minutes each",
         f"{'variant':<22}{'s/step':>7}{'steps':>6}{'min':>6}{'val mIU':>9}{'pix acc':>9}",
     ]
     for name, row in rows:
@@ -136,6 +140,11 @@ def format_sweep(record: dict[str, Any]) -> str:
             f"{100 * row['val_pixel_accuracy']:>9.1f}"
         )
     return "\n".join(lines)
+
+
+def _text(value: Any) -> str:
+    """A setting as the command line writes it: [352, 480] -> "352x480"."""
+    return "x".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _plain(values: Any) -> Any:

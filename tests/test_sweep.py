@@ -5,7 +5,10 @@ import json
 import pytest
 
 from fcnlib.__main__ import main
+from fcnlib.records import read_json
+from fcnlib.runtime import REPO_ROOT
 from fcnlib.sweep import VARIANTS, format_sweep, slug, sweep
+from fcnlib.train import recipe
 
 SLIM = dict(width=0.0625, crop_size=(64, 96), train_limit=8, val_limit=1, batch_size=4)
 SLIM.update(resident=False, device="cpu")
@@ -75,3 +78,27 @@ def test_every_variant_changes_only_settings_a_config_has():
     for variant, changes in VARIANTS.items():
         assert set(changes) <= names, variant
     assert VARIANTS["recipe"] == {}
+
+
+def test_the_cpu_recipe_has_the_change_its_sweep_measured_best():
+    record = read_json(REPO_ROOT / "results" / "sweep-cpu.json")
+    rows = record["variants"]
+    winner = max(rows, key=lambda name: rows[name]["val_mean_iu"])
+    assert winner != "recipe"
+    config = recipe(record["recipe"], record["model"])
+    for name, value in rows[winner]["changes"].items():
+        assert json.loads(json.dumps(getattr(config, name))) == value, name
+    assert "cpu recipe, crop_size=352x480, 8 training" in format_sweep(record).splitlines()[0]
+
+
+def test_a_variant_the_recipe_already_has_is_not_trained_again(tmp_path):
+    said = []
+    record = sweep(
+        model="fcn32s",
+        variants=["176x240 crops"],
+        overrides={**SLIM, "crop_size": (176, 240)},
+        out=tmp_path / "sweep.json",
+        say=said.append,
+    )
+    assert record["variants"] == {}
+    assert said == ["176x240 crops: the recipe already has it; skipped"]
