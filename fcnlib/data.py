@@ -184,9 +184,10 @@ class PascalVOC(SegmentationFiles):
     """PASCAL VOC 2012 with SBD as the FCN paper uses it; 21 classes, 255 ignored.
 
     ``split="seg11valid"``: the 736 VOC2011 validation images not in SBD train, labelled by VOC.
-    ``split="train"``: SBD train (SBD labels) plus the VOC2012 train images that SBD train lacks
-    (VOC labels), without any seg11valid image. ``root`` holds ``VOCdevkit/VOC2012`` and, for
-    training, ``benchmark_RELEASE/dataset`` (default: the data root). Items are a (3, H, W)
+    ``split="train"``: SBD train, 8,498 images with SBD's labels, as the reference
+    implementation trains (it holds no seg11valid image; a copy that does is refused). ``root``
+    holds ``VOCdevkit/VOC2012`` and, for training, ``benchmark_RELEASE/dataset`` (default: the
+    data root). Items are a (3, H, W)
     uint8 Image and an (H, W) int64 Mask; VOC images are at most 500 x 500.
     """
 
@@ -213,10 +214,13 @@ class PascalVOC(SegmentationFiles):
             if not (root / SBD_DIR).is_dir():
                 raise _missing_root("SBD (the extra VOC annotations)", root / SBD_DIR, "voc")
             sbd = SBDataset(root / SBD_DIR, image_set="train", mode="segmentation")
-            sbd_pairs = [(Path(i), Path(m)) for i, m in zip(sbd.images, sbd.masks, strict=True)]
-            sbd_pairs = [pair for pair in sbd_pairs if pair[0].stem not in valid]
-            known = {image.stem for image, _ in sbd_pairs} | valid
-            pairs = sbd_pairs + self._voc_pairs(root, "train", keep=lambda stem: stem not in known)
+            pairs = [(Path(i), Path(m)) for i, m in zip(sbd.images, sbd.masks, strict=True)]
+            overlap = sorted(image.stem for image, _ in pairs if image.stem in valid)
+            if overlap:
+                raise ValueError(
+                    f"SBD train in {root / SBD_DIR} holds {len(overlap)} seg11valid images "
+                    f"({', '.join(overlap[:3])}): download SBD again"
+                )
         super().__init__(pairs, class_table("voc"), transforms)
         self.split, self.root = split, root
 

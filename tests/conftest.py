@@ -33,8 +33,8 @@ def voc_sample_root():
 
 
 # Ids of the VOC-layout test tree: each list tests one rule of the FCN split.
-VOC_TRAIN_ONLY = ["2008_000008"]  # VOC2012 train, not in SBD train: added to training
-SBD_AND_VOC_TRAIN = ["2007_000032"]  # in both: read once, with the SBD label
+VOC_TRAIN_ONLY = ["2008_000008"]  # VOC2012 train, not in SBD train: the reference skips it
+SBD_AND_VOC_TRAIN = ["2007_000032"]  # in both: read with the SBD label
 SBD_TRAIN = ["2007_000039", "2009_000002"]  # SBD train only
 VOC_VAL_NOT_SEG11 = ["2007_000039"]  # VOC2012 val, in SBD train: not evaluated on
 
@@ -60,7 +60,7 @@ def build_voc_tree(root: Path, sample: Path) -> Path:
     add(voc / "SegmentationClass", val + train, "label.png", ".png")
     (voc / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(val) + "\n")
     (voc / "ImageSets" / "Segmentation" / "train.txt").write_text("\n".join(train) + "\n")
-    sbd_train = SBD_AND_VOC_TRAIN + SBD_TRAIN + seg11valid_ids()[:1]  # the last must be dropped
+    sbd_train = SBD_AND_VOC_TRAIN + SBD_TRAIN
     add(sbd / "img", sbd_train, "image.jpg", ".jpg")
     add(sbd / "cls", sbd_train, "label.mat", ".mat")
     (sbd / "train.txt").write_text("\n".join(sbd_train) + "\n")

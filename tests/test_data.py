@@ -1,3 +1,4 @@
+import os
 import shutil
 
 import numpy as np
@@ -125,18 +126,21 @@ def test_voc_seg11valid_split(voc_root):
     assert set(torch.unique(mask).tolist()) == {0, 2, 15, 255}
 
 
-def test_voc_train_split_is_sbd_train_plus_voc_train_without_seg11valid(voc_root):
+def test_voc_train_split_is_sbd_train_alone_as_in_the_reference(voc_root):
     dataset = PascalVOC("train", root=voc_root)
-    stems = [image.stem for image, _ in dataset.pairs]
     sources = {image.stem: label.suffix for image, label in dataset.pairs}
-    assert len(stems) == len(sources)  # 2007_000032, in both SBD and VOC train, once
-    # SBD's labels where SBD has the image; VOC train's own for 2008_000008, which SBD lacks
-    assert sources == {"2007_000032": ".mat", "2007_000039": ".mat", "2009_000002": ".mat"} | {
-        "2008_000008": ".png"
-    }
-    sbd_item = stems.index("2007_000032")
-    _, mask = dataset[sbd_item]
+    # SBD's labels, also for 2007_000032, which VOC train labels too; 2008_000008 (VOC only)
+    # is not read
+    assert sources == {"2007_000032": ".mat", "2007_000039": ".mat", "2009_000002": ".mat"}
+    _, mask = dataset[0]
     assert set(torch.unique(mask).tolist()) == {0, 2, 15}  # SBD labels have no boundary
+    sbd = voc_root / SBD_DIR
+    leaked = seg11valid_ids()[0]
+    for folder, suffix in (("img", ".jpg"), ("cls", ".mat")):
+        os.link(sbd / folder / f"2007_000032{suffix}", sbd / folder / f"{leaked}{suffix}")
+    (sbd / "train.txt").write_text((sbd / "train.txt").read_text() + leaked + "\n")
+    with pytest.raises(ValueError, match=f"holds 1 seg11valid images \\({leaked}\\)"):
+        PascalVOC("train", root=voc_root)
 
 
 def test_voc_with_missing_files_or_ids(voc_root):
