@@ -126,16 +126,16 @@ def format_comparison(runs: dict[str, Run], dataset: str, classes: Iterable[str]
     machine, commit and command follow; with ``classes``, the IU of every class of every run.
     """
     heading = f"mean IU (%) on {dataset} {evaluation_split(dataset)}"
-    lines = [f"{heading:<38}{'mean IU':>8}{'minutes':>9}{'images':>8}"]
+    lines = [f"{heading:<42}{'mean IU':>8}{'minutes':>9}{'images':>8}"]
     for model, run in runs.items():
         mean_iu, images = 100 * run.record["metrics"]["mean_iu"], run.record["images"]
         lines.append(
-            f"{'ours: ' + display_name(model):<38}{mean_iu:8.1f}{run.minutes:9.1f}{images:8d}"
+            f"{'ours: ' + display_name(model):<42}{mean_iu:8.1f}{run.minutes:9.1f}{images:8d}"
         )
     if not runs:
         lines.append("ours: no run recorded in results/ yet")
     for who, value in published_rows(dataset):
-        lines.append(f"{who:<38}{value:8.1f}")
+        lines.append(f"{who:<42}{value:8.1f}")
     for model, run in runs.items():
         machine = run.record.get("environment", {})
         line = (

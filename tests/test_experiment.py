@@ -24,7 +24,7 @@ from fcnlib.experiment import (
     published_rows,
 )
 from fcnlib.predict import predict
-from fcnlib.published import published
+from fcnlib.published import format_paper, published
 
 matplotlib.use("Agg")
 
@@ -115,7 +115,7 @@ def test_the_papers_setting_on_voc_prints_the_papers_numbers(
         assert f"ours: {display_name(model)}" in out.out
         assert f"{100 * run.record['metrics']['mean_iu']:8.1f}" in out.out
     for who, value in published_rows("voc"):
-        assert f"{who:<38}{value:8.1f}" in out.out
+        assert f"{who:<42}{value:8.1f}" in out.out
 
 
 def test_a_staged_net_needs_its_coarser_checkpoint(camvid_root, tmp_path, capsys):
@@ -132,12 +132,22 @@ def test_comparison_without_runs_names_every_published_number():
     rows = published_rows("voc")
     assert [value for _, value in rows] == [59.4, 63.6, 62.4, 65.0, 62.7, 65.5, 65.4]
     for who, value in rows:
-        assert f"{who:<38}{value:8.1f}" in table
+        assert f"{who:<42}{value:8.1f}" in table
     assert published("camvid")["ENet (from scratch)"] == 51.3
     with pytest.raises(ValueError, match="dataset must be camvid or voc; got 'cityscapes'"):
         published("cityscapes")
     with pytest.raises(ValueError, match="model must be one of fcn32s"):
         published("voc", "fcn4s")
+
+
+def test_the_papers_table_holds_every_published_voc_number_once():
+    lines = format_paper().splitlines()
+    assert lines[3].split() == ["seg11valid", "fcn8s", "62.7", "65.5"]
+    assert lines[4].split() == ["seg11valid", "fcn8s-atonce", "-", "65.4"]  # PAMI only
+    assert lines[5].split() == ["VOC", "2012", "test", "fcn8s", "62.2", "67.2"]
+    assert "features fixed: 45.4, fine-tuned: 59.4" in lines[6]
+    assert lines[7].endswith("fcn32s 3, fcn16s 1, fcn8s 1")
+    assert max(map(len, lines)) <= 88  # fits the book's column
 
 
 def test_damaged_records_are_named(tmp_path):
