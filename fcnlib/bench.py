@@ -42,12 +42,22 @@ VARIANTS: dict[str, dict[str, object]] = {
     "bf16+channels_last+compile": {"precision": "bf16", "channels_last": True, "compile": True},
 }
 
-#: The models measured: FCN-8s on each backbone, and torchvision's peers.
-MODELS = ("fcn8s-vgg16", "fcn8s-vgg16_bn", "fcn_resnet50", "lraspp_mobilenet_v3_large")
-PEERS = {
-    "fcn_resnet50": torchvision.models.segmentation.fcn_resnet50,
-    "lraspp_mobilenet_v3_large": torchvision.models.segmentation.lraspp_mobilenet_v3_large,
+
+def _peer(build: Callable[..., nn.Module]) -> Callable[[float], nn.Module]:
+    """A torchvision segmentation model, randomly initialised, returning only its logits; it
+    is always built at full width."""
+    return lambda width: _OutputOnly(build(weights=None, weights_backbone=None, num_classes=21))
+
+
+#: The models measured, each built from its channel width and returning (N, 21, H, W)
+#: logits: FCN-8s on each backbone (``models.build``), and torchvision's peers at full width.
+MODELS: dict[str, Callable[[float], nn.Module]] = {
+    "fcn8s-vgg16": lambda width: models.build("fcn8s", 21, backbone="vgg16", width=width),
+    "fcn8s-vgg16_bn": lambda width: models.build("fcn8s", 21, backbone="vgg16_bn", width=width),
+    "fcn_resnet50": _peer(torchvision.models.segmentation.fcn_resnet50),
+    "lraspp_mobilenet_v3_large": _peer(torchvision.models.segmentation.lraspp_mobilenet_v3_large),
 }
+PEERS = ("fcn_resnet50", "lraspp_mobilenet_v3_large")
 
 
 def time_call(
@@ -82,21 +92,6 @@ def peak_tflops(device: torch.device, precision: str) -> float | None:
 def channel_width(name: str, width: float) -> float:
     """The channel width ``name`` is built with: ``width`` for FCN-8s, 1.0 for the peers."""
     return 1.0 if name in PEERS else width
-
-
-def build_model(name: str, num_classes: int = 21, width: float = 1.0) -> nn.Module:
-    """One of ``MODELS``, randomly initialised, returning (N, num_classes, H, W) logits.
-
-    ``width`` scales the channels of the FCN-8s backbones; the peer is always the real one.
-    """
-    if name in PEERS:
-        return _OutputOnly(
-            PEERS[name](weights=None, weights_backbone=None, num_classes=num_classes)
-        )
-    model, _, backbone = name.partition("-")
-    if name not in MODELS:
-        raise ValueError(f"model must be one of {list(MODELS)}, got {name!r}")
-    return models.build(model, num_classes, backbone=backbone, width=width)
 
 
 class _OutputOnly(nn.Module):
@@ -167,8 +162,10 @@ def measure(
         raise ValueError(f"task must be 'train' or 'infer', got {task!r}")
     options = VARIANTS[variant]
     memory_format = torch.channels_last if options["channels_last"] else torch.contiguous_format
+    if name not in MODELS:
+        raise ValueError(f"model must be one of {list(MODELS)}, got {name!r}")
     width = channel_width(name, width)
-    model = build_model(name, width=width).to(device, memory_format=memory_format)
+    model = MODELS[name](width).to(device, memory_format=memory_format)
     model.train(task == "train")
     inputs = torch.randn(batch, 3, *size, device=device).to(memory_format=memory_format)
     flops = count_flops(model, inputs, train=task == "train")

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from fcnlib.config import TrainConfig, build_model
+from fcnlib import models
+from fcnlib.config import TrainConfig
 from fcnlib.records import atomic_write
 
 
@@ -113,7 +114,8 @@ def load_trained(
     except (TypeError, ValueError) as error:
         raise ValueError(f"{name} holds settings fcnlib cannot use: {error}") from None
     try:
-        model = build_model(replace(config, pretrained=False), state["num_classes"])
+        options = replace(config, pretrained=False).model_options()
+        model = models.build(config.model, state["num_classes"], **options)
         model.load_state_dict(state["model"])
     except (RuntimeError, TypeError, ValueError) as error:
         first = str(error).strip().splitlines()[0]

@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
-from fcnlib import models
 from fcnlib.data import DATASETS
 from fcnlib.models import BACKBONES, MODEL_NAMES
 from fcnlib.schedule import SCHEDULES
@@ -197,6 +195,12 @@ class TrainConfig:
                 "PASCAL VOC images differ in size: without crop_size, set micro_batch to 1"
             )
 
+    def model_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``models.build`` this configuration names: the backbone,
+        its width and padding, and ImageNet weights if ``pretrained``."""
+        weights = "DEFAULT" if self.pretrained else None
+        return dict(backbone=self.backbone, pad100=self.pad100, weights=weights, width=self.width)
+
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain Python values, as stored in checkpoints."""
         values = dataclasses.asdict(self)
@@ -323,15 +327,3 @@ FAST_MODE = dict(
     eval_interval=20,
     log_interval=5,
 )
-
-
-def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
-    """The fcnlib model a configuration names, with ImageNet weights if ``config.pretrained``."""
-    return models.build(
-        config.model,
-        num_classes,
-        backbone=config.backbone,
-        pad100=config.pad100,
-        weights="DEFAULT" if config.pretrained else None,
-        width=config.width,
-    )

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from fcnlib import train
+from fcnlib import models, train
 from fcnlib.records import check_writable, environment, read_json, write_json
 from fcnlib.runtime import device
 
@@ -49,7 +49,7 @@ def seconds_per_step(config: train.TrainConfig, pilot: int = 4) -> float:
         checkpoint_interval=0,
     )
     data, _, table = train.load_data(quick, device(config.device))
-    model = train.build_model(quick, table.num_classes)
+    model = models.build(quick.model, table.num_classes, **quick.model_options())
     train.fit(model, data, replace(quick, steps=2), table)
     return train.fit(model, data, replace(quick, steps=pilot), table).seconds / pilot
 

@@ -51,7 +51,6 @@ from fcnlib.config import (  # noqa: F401  (re-exported: the chapters import the
     PAPER_STEPS,
     RECIPES,
     TrainConfig,
-    build_model,
     recipe,
 )
 from fcnlib.data import DATASETS, CamVid, PascalVOC
@@ -560,7 +559,7 @@ def start_or_resume(
     if path is not None and distributed()[0] == 0:  # before the work, not after it
         check_writable(path, "--checkpoint")
     seed_everything(config.seed)  # the initial weights; fit seeds again for the training
-    model = build_model(config, table.num_classes)
+    model = fcn_models.build(config.model, table.num_classes, **config.model_options())
     if init_from is not None and saved is None:  # resuming, fit loads the checkpoint's weights
         coarser, _ = checkpoint.load_trained(init_from)
         fcn_models.init_from(model, coarser)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from fcnlib import checkpoint
+from fcnlib import checkpoint, models
 from fcnlib.classes import class_table
 from fcnlib.runtime import process_group
 from fcnlib.schedule import lr_factor, make_schedule
@@ -314,6 +314,17 @@ def test_the_cpu_recipe_is_the_modern_one_sized_for_two_cores():
     assert cpu["fcn16s"].lr == cpu["fcn8s"].lr < cpu["fcn32s"].lr == cpu["fcn8s-atonce"].lr
     assert [cpu[model].steps for model in CPU_STEPS] == list(CPU_STEPS.values())
     assert recipe("cpu", "fcn8s", steps=3, width=0.0625).steps == 3  # overrides win
+
+
+def test_a_config_builds_the_net_it_names():
+    config = TrainConfig(model="fcn16s", backbone="vgg16", width=0.0625, pad100=False)
+    net = models.build(config.model, 11, **config.model_options())
+    assert type(net) is models.FCN16s
+    first = next(m for m in net.modules() if isinstance(m, nn.Conv2d))
+    assert (first.out_channels, first.padding) == (4, (1, 1))  # a sixteenth of 64; no pad100
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    assert TrainConfig(pretrained=True).model_options()["weights"] == "DEFAULT"
+    assert TrainConfig().model_options()["weights"] is None
 
 
 def test_amp_auto_is_bf16_only_where_the_device_multiplies_it_natively(monkeypatch):
