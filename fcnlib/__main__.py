@@ -103,7 +103,7 @@ def _config_options() -> list[tuple[str, dict]]:
             keywords["action"] = argparse.BooleanOptionalAction
         elif meta["choices"]:
             keywords["choices"] = meta["choices"]
-        elif field.name == "crop_size":
+        elif kind == tuple[int, int] | None:  # a size, written HxW
             keywords["type"] = _size
         elif kind in (int, float, int | None, float | None):
             number = int if kind in (int, int | None) else float

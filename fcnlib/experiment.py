@@ -16,7 +16,6 @@ on ``DATASET`` the results folder receives
 from __future__ import annotations
 
 import csv
-import json
 import textwrap
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from fcnlib.config import run_name
 from fcnlib.data import DATASETS
 from fcnlib.predict import predict, save_labels
 from fcnlib.published import VOC_MEAN_IU, published
-from fcnlib.records import check_writable, environment, write_csv, write_json
+from fcnlib.records import check_writable, environment, read_json, write_csv, write_json
 from fcnlib.runtime import REPO_ROOT, device, distributed, rank_zero
 from fcnlib.scoring import evaluation_split, history_rows, score_checkpoint
 
@@ -93,7 +92,7 @@ def load_runs(dataset: str, results: str | Path | None = None) -> dict[str, Run]
         if not record_path.is_file():
             continue
         try:
-            record = json.loads(record_path.read_text())
+            record = read_json(record_path)
             rows = []
             if history_path.is_file():
                 with open(history_path, newline="") as file:
@@ -339,7 +338,7 @@ def ship(
             raise FileNotFoundError(
                 f"{record_path} does not exist: record {model} with `fcnlib reproduce` first"
             )
-        record = json.loads(record_path.read_text())
+        record = read_json(record_path)
         shipped_net = weights.export(Path(checkpoint_folder) / f"{name}.pt", name, record, folder)
         _, _, scored = score_checkpoint(weights.state(name, folder), record["split"], device="cpu")
         full = {

@@ -17,7 +17,6 @@ files from a checkpoint. A name works wherever fcnlib takes a checkpoint (:func:
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -31,7 +30,7 @@ from torch import nn
 from fcnlib import checkpoint
 from fcnlib.checkpoint import load_trained
 from fcnlib.models import MODEL_NAMES
-from fcnlib.records import atomic_write, file_digest, write_json
+from fcnlib.records import atomic_write, file_digest, read_json, write_json
 
 TRAINED_DIR: Path = resources.files("fcnlib") / "trained"  # a Path: fcnlib is installed as files
 #: The net ``fcnlib predict`` uses when no checkpoint is given.
@@ -55,7 +54,7 @@ class Weights:
 def available(folder: Path = TRAINED_DIR) -> dict[str, Weights]:
     """Every net shipped in ``folder``, by name: by dataset, then coarsest model first."""
     found = [
-        Weights(path.stem, path.with_suffix(".safetensors"), json.loads(path.read_text()))
+        Weights(path.stem, path.with_suffix(".safetensors"), read_json(path))
         for path in folder.glob("*.json")
     ]
     found.sort(key=lambda net: (net.record["dataset"], MODEL_NAMES.index(net.record["model"])))
