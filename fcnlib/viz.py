@@ -1,4 +1,5 @@
-"""Pictures of labels: colourised masks, overlays on images, and legends."""
+"""Pictures: colourised masks, overlays on images and legends, the fusion diagram, and the
+training curves; each sized to be read across the book's column."""
 
 from __future__ import annotations
 
@@ -10,9 +11,23 @@ import torch
 from fcnlib.classes import ClassTable
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
+    from fcnlib.models import FusionStep
     from fcnlib.train import History
+
+#: The width in pixels of the rendered book's column in a 1400-pixel browser window: a figure
+#: wider than that is scaled down to it.
+BOOK_COLUMN_PX = 748
+
+
+def smallest_text_px(fig: Figure) -> float:
+    """The height in pixels of the smallest text in ``fig`` (titles, labels, legends, ticks)
+    when the figure is drawn across the book's column (scaled down to ``BOOK_COLUMN_PX``)."""
+    scale = min(1.0, BOOK_COLUMN_PX / (fig.get_figwidth() * fig.dpi))
+    texts = [text for text in fig.findobj(lambda a: hasattr(a, "get_fontsize")) if text.get_text()]
+    return min(text.get_fontsize() for text in texts) * fig.dpi / 72 * scale
 
 
 def _to_numpy(array: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -128,3 +143,90 @@ class LiveCurves:
     def __call__(self, history: History) -> None:
         plot_history(history, self.axes)
         self.handle.update(self.figure)
+
+
+#: Box colours of the fusion diagram, by the kind of step.
+FUSION_COLOURS = {
+    "input": "#dddddd",
+    "tap": "#c6dbef",
+    "score": "#fdd0a2",
+    "scale": "#fdae6b",
+    "upsample": "#c7e9c0",
+    "crop": "#dadaeb",
+    "sum": "#fcbba1",
+}
+
+
+def fusion_layout(steps: list[FusionStep]) -> dict[str, tuple[int, int]]:
+    """(column, row) of every step of a fusion trace, in the spirit of the paper's Figure 3.
+
+    Row 0 is the backbone: the input, then each tapped map, coarsest last. The coarsest map's
+    column runs down through the main path (score, upsample, sum, ..., the final crop), one row
+    a step; each skip runs down the column of the map it scores and reaches its sum from the
+    side, in the sum's row. So every edge is horizontal or vertical.
+    """
+    by_name = {step.name: step for step in steps}
+    backbone = [step.name for step in steps if step.kind in ("input", "tap")]
+    column = {name: x for x, name in enumerate(backbone)}
+    where = {name: (x, 0) for name, x in column.items()}
+    main, name = [], steps[-1].name
+    while by_name[name].kind not in ("input", "tap"):
+        main.append(name)
+        name = by_name[name].inputs[0]
+    for row, name in enumerate(reversed(main), start=1):
+        where[name] = (column[backbone[-1]], row)
+        step = by_name[name]
+        if step.kind != "sum":
+            continue
+        branch, skip = [], step.inputs[1]
+        while by_name[skip].kind != "tap":
+            branch.append(skip)
+            skip = by_name[skip].inputs[0]
+        for up, name_in_branch in enumerate(branch):
+            where[name_in_branch] = (column[skip], row - up)
+    return where
+
+
+def fusion_diagram(steps: list[FusionStep]) -> Figure:
+    """The steps of :meth:`fcnlib.models.FCN.fusion_trace` as boxes (name, channels x height x
+    width, stride, and what the step does) joined by arrows, laid out by :func:`fusion_layout`;
+    the backbone's arrows are dashed. Its text renders at 10 pixels or more across the book's
+    column. Returns the figure."""
+    import matplotlib.pyplot as plt  # matplotlib only for pictures, not for training
+    from matplotlib.patches import FancyBboxPatch
+
+    where = fusion_layout(steps)
+    columns = 1 + max(x for x, _ in where.values())
+    rows = 1 + max(y for _, y in where.values())
+    pitch_x, pitch_y, box_w, box_h = 2.05, 0.9, 1.8, 0.7  # inches
+    fig, ax = plt.subplots(figsize=(columns * pitch_x, rows * pitch_y), layout="constrained")
+    ax.set(xlim=(0, columns * pitch_x), ylim=(-rows * pitch_y, 0))
+    ax.axis("off")
+
+    def centre(name: str) -> tuple[float, float]:
+        x, y = where[name]
+        return (x + 0.5) * pitch_x, -(y + 0.5) * pitch_y
+
+    for step in steps:
+        cx, cy = centre(step.name)
+        box = (cx - box_w / 2, cy - box_h / 2)
+        ax.add_patch(
+            FancyBboxPatch(
+                box, box_w, box_h, boxstyle="round,pad=0.02", fc=FUSION_COLOURS[step.kind]
+            )
+        )
+        size = "x".join(str(n) for n in step.shape)
+        lines = [step.name, f"{size}, stride {step.stride}"]
+        if step.note:
+            lines.append(step.note.split(" to fit")[0])
+        ax.text(cx, cy, "\n".join(lines), ha="center", va="center", fontsize=9)
+        for source in step.inputs:
+            sx, sy = centre(source)
+            if sy == cy:  # from the side
+                start, end = (sx + box_w / 2, sy), (cx - box_w / 2, cy)
+            else:  # from above
+                start, end = (sx, sy - box_h / 2), (cx, cy + box_h / 2)
+            style = "--" if step.kind == "tap" else "-"
+            arrow = dict(arrowstyle="-|>", color="0.3", shrinkA=0, shrinkB=0, ls=style)
+            ax.annotate("", xy=end, xytext=start, arrowprops=arrow)
+    return fig

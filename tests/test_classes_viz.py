@@ -7,7 +7,7 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from fcnlib import class_table
-from fcnlib.viz import colourise, image_to_hwc, overlay
+from fcnlib.viz import colourise, image_to_hwc, overlay, smallest_text_px
 
 CAMVID = class_table("camvid")
 VOC = class_table("voc")
@@ -82,8 +82,31 @@ def test_label_panels_draw_every_picture_and_a_legend_readable_in_the_book():
     assert len(images) == 3 and len(fig.axes) == 4  # the fourth cell stays empty
     (legend,) = fig.legends
     assert [text.get_text() for text in legend.get_texts()] == list(table.classes)
-    # Drawn 748 pixels wide (the book's column at a 1400-pixel window), text of 10 px or more.
-    scale = 748 / (fig.get_figwidth() * fig.dpi)
-    sizes = [legend.get_texts()[0].get_fontsize(), images[0].title.get_fontsize()]
-    assert min(size * fig.dpi / 72 * scale for size in sizes) >= 10
+    assert smallest_text_px(fig) >= 10  # across the book's column
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("model", ["fcn32s", "fcn8s", "fcn8s-atonce"])
+def test_fusion_diagram_has_a_box_per_step_straight_arrows_and_readable_text(model):
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Annotation
+
+    from fcnlib import models
+    from fcnlib.viz import fusion_diagram, fusion_layout
+
+    with torch.device("meta"):
+        steps = models.build(model, 21).fusion_trace(torch.empty(1, 3, 500, 500))
+    where = fusion_layout(steps)
+    assert set(where) == {step.name for step in steps}
+    assert len(set(where.values())) == len(steps)  # no two boxes in one place
+    fig = fusion_diagram(steps)
+    (ax,) = fig.axes
+    arrows = [text for text in ax.texts if isinstance(text, Annotation)]
+    assert len(arrows) == sum(len(step.inputs) for step in steps)
+    for arrow in arrows:
+        (x0, y0), (x1, y1) = arrow.xyann, arrow.xy
+        assert x0 == x1 or y0 == y1, "every arrow is horizontal or vertical"
+    labels = [text.get_text().split("\n")[0] for text in ax.texts if text.get_text()]
+    assert labels == [step.name for step in steps]
+    assert smallest_text_px(fig) >= 10
     plt.close(fig)
