@@ -78,7 +78,7 @@ def test_reproduce_trains_in_stages_scores_and_records_every_net(experiment, cap
         assert torch.equal(labels.as_subclass(torch.Tensor), predict(net, test[2][0]))
         # the table printed at the end holds every net's recorded score
         assert f"{100 * record['metrics']['mean_iu']:8.1f}" in out.out
-    assert "FCN-8s (ImageNet VGG16)                   57.0" in out.out
+    assert f"{'FCN-8s (ImageNet VGG16)':<42}    57.0" in out.out
     assert "Bicyclist" in out.out
     assert f"FCN-8s, at once: cpu, torch {torch.__version__}, commit " in out.out
 
