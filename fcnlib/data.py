@@ -187,8 +187,8 @@ class PascalVOC(SegmentationFiles):
     ``split="train"``: SBD train, 8,498 images with SBD's labels, as the reference
     implementation trains (it holds no seg11valid image; a copy that does is refused). ``root``
     holds ``VOCdevkit/VOC2012`` and, for training, ``benchmark_RELEASE/dataset`` (default: the
-    data root). Items are a (3, H, W)
-    uint8 Image and an (H, W) int64 Mask; VOC images are at most 500 x 500.
+    data root). Items are a (3, H, W) uint8 Image and an (H, W) int64 Mask; VOC images are at
+    most 500 x 500.
     """
 
     def __init__(

@@ -90,11 +90,12 @@ def sweep(
             "choose another --out, or delete it to start again"
         )
     record = {**record, **_plain(settings), "variants": record.get("variants", {})}
+    baseline = train.recipe(recipe_name, model, **(overrides or {}))
     for variant in variants:
         if variant in record["variants"]:
             continue
         config = train.recipe(recipe_name, model, **{**(overrides or {}), **VARIANTS[variant]})
-        if variant != "recipe" and config == train.recipe(recipe_name, model, **(overrides or {})):
+        if variant != "recipe" and config == baseline:
             say(f"{variant}: the recipe already has it; skipped")
             continue
         each = seconds_per_step(config, pilot)

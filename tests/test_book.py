@@ -182,11 +182,7 @@ def test_internal_links_resolve(built_book):
     assert broken == []
 
 
-def book_notebooks() -> list[Path]:
-    return [BOOK / f"{doc}.ipynb" for doc in toc_documents() if (BOOK / f"{doc}.ipynb").is_file()]
-
-
-@pytest.mark.parametrize("path", book_notebooks(), ids=lambda path: path.stem)
+@pytest.mark.parametrize("path", notebooks(), ids=lambda path: path.stem)
 def test_figures_have_captions_and_no_cell_is_removed(path):
     import nbformat
 
