@@ -373,6 +373,13 @@ class TrainState:
             state.load_state_dict(saved, str(config.checkpoint))
         return state
 
+    def advance(self) -> None:
+        """One optimiser and schedule step with the gradients the step accumulated."""
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.schedule.step()
+        self.step += 1
+
     def save(self) -> None:
         """Write the checkpoint, if the run has a path for one, on rank 0 (all ranks wait)."""
         if self.config.checkpoint and distributed()[0] == 0:
@@ -408,13 +415,45 @@ def _due(step: int, interval: int, last: int) -> bool:
 def _steps(
     data: Dataset | ResidentDataset, config: TrainConfig, start: int, device: torch.device
 ) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
-    """The micro-batches of every step after the first ``start``, epoch after epoch."""
+    """The micro-batches of every step after the first ``start``, epoch after epoch, their
+    images channels-last if ``config.channels_last``."""
     steps_per_epoch = len(data) // config.batch_size
     for step in range(start, config.steps):
         epoch, skip = divmod(step, steps_per_epoch)
         if step == start or skip == 0:
             batches = _epoch_batches(data, config, epoch, skip, device)
-        yield next(batches)
+        micro_batches = next(batches)
+        if config.channels_last:
+            micro_batches = [
+                (images.contiguous(memory_format=torch.channels_last), masks)
+                for images, masks in micro_batches
+            ]
+        yield micro_batches
+
+
+def _wrapped(model: nn.Module, config: TrainConfig, device: torch.device) -> nn.Module:
+    """``model`` as the training steps call it: compiled if ``config.compile``, in DDP when
+    torchrun started several processes."""
+    step_model = torch.compile(model) if config.compile else model
+    if distributed()[1] > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        step_model = DistributedDataParallel(step_model, device_ids=ids)
+    return step_model
+
+
+def _global_counts(
+    micro_batches: list[tuple[torch.Tensor, torch.Tensor]],
+    ignore_index: int,
+    signum: int,
+    device: torch.device,
+) -> tuple[int, int]:
+    """The labelled pixels of the step's global batch (at least 1), and a signal number that
+    is non-zero when any process received SIGINT or SIGTERM."""
+    labelled = sum((m != ignore_index).sum() for _, m in micro_batches)
+    counts = torch.stack([labelled, torch.tensor(signum, device=device)])
+    if distributed()[1] > 1:
+        dist.all_reduce(counts)
+    return max(int(counts[0]), 1), int(counts[1]) and (signum or signal.SIGTERM)
 
 
 def fit(
@@ -447,11 +486,8 @@ def fit(
     seed_everything(config.seed, config.deterministic)
     state = TrainState.start(model, config, table, device, saved)
     model, optimizer, history = state.model, state.optimizer, state.history
-    step_model = torch.compile(model) if config.compile else model
-    if world > 1:
-        ids = [device.index] if device.type == "cuda" else None
-        step_model = DistributedDataParallel(step_model, device_ids=ids)
-    dtype = amp_dtype(config, device)
+    step_model = _wrapped(model, config, device)
+    dtype, ignore = amp_dtype(config, device), table.ignore_index
     weight = None if loss_weight is None else loss_weight.float().to(device)
     progress = dict(total=config.steps, initial=state.step, desc="train")
     with (
@@ -461,14 +497,10 @@ def fit(
         tick = time.perf_counter()  # training time: validation and checkpoints do not count
         for micro_batches in _steps(train_data, config, state.step, device):
             # Stop on a signal, at the same step in every process.
-            labelled = sum((m != table.ignore_index).sum() for _, m in micro_batches)
-            flags = torch.stack([labelled, torch.tensor(stop.signum, device=device)])
-            if world > 1:  # every process learns of a signal and of the global pixel count
-                dist.all_reduce(flags)
-            labelled, signum = max(int(flags[0]), 1), int(flags[1])
+            labelled, signum = _global_counts(micro_batches, ignore, stop.signum, device)
             if signum:
                 state.save()
-                raise Interrupted(state.step, config.checkpoint, stop.signum or signal.SIGTERM)
+                raise Interrupted(state.step, config.checkpoint, signum)
 
             # Forward, backward, update. DDP averages gradients over processes; the scale turns
             # that into the sum over the global batch, over its labelled pixels for "mean".
@@ -477,19 +509,13 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss_sum = torch.zeros((), device=device)
             for index, (images, masks) in enumerate(micro_batches):
-                if config.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
                 last = index == len(micro_batches) - 1
                 no_sync = step_model.no_sync if world > 1 and not last else contextlib.nullcontext
                 with no_sync():
                     with torch.autocast(device.type, dtype, enabled=dtype is not None):
                         scores = step_model(images)
                     loss = F.cross_entropy(
-                        scores.float(),
-                        masks,
-                        weight,
-                        ignore_index=table.ignore_index,
-                        reduction="sum",
+                        scores.float(), masks, weight, ignore_index=ignore, reduction="sum"
                     )
                     state.scaler.scale(loss * scale).backward()
                 loss_sum += loss.detach()
@@ -499,10 +525,7 @@ def fit(
             if not math.isfinite(loss_per_pixel):
                 raise NonFiniteLoss(loss_per_pixel, state.step + 1, lr)
             history.add_step(state.step + 1, loss_per_pixel, lr)
-            state.scaler.step(optimizer)
-            state.scaler.update()
-            state.schedule.step()
-            state.step += 1
+            state.advance()
             synchronise(device)
             history.seconds += time.perf_counter() - tick
             bar.update()
@@ -510,22 +533,21 @@ def fit(
 
             # Validation (not through DDP, whose forward expects every process to run it
             # equally often), and the callback.
-            step = state.step
-            if val_data is not None and _due(step, config.eval_interval, config.steps):
+            if val_data is not None and _due(state.step, config.eval_interval, config.steps):
                 metrics = evaluate(
                     model, val_data, table, device=device, limit=config.val_limit, amp=dtype
                 )
-                history.add_validation(step, metrics.compute())
+                history.add_validation(state.step, metrics.compute())
                 bar.set_postfix(
                     loss=f"{loss_per_pixel:.3f}", mIU=f"{history.evals[-1]['mean_iu']:.3f}"
                 )
                 if callback:
                     callback(history)
-            elif callback and step % config.log_interval == 0:
+            elif callback and state.step % config.log_interval == 0:
                 callback(history)
 
             # Checkpoint.
-            if _due(step, config.checkpoint_interval, config.steps):
+            if _due(state.step, config.checkpoint_interval, config.steps):
                 state.save()
             tick = time.perf_counter()
     return history

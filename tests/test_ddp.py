@@ -1,8 +1,10 @@
 """DistributedDataParallel on the CPU: two gloo processes train as one process on the same batch."""
 
 import json
+import signal
 import socket
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_train import TABLE, TinySet, tiny_config, tiny_net
 
 from fcnlib.scoring import score_checkpoint
-from fcnlib.train import distributed, fit
+from fcnlib.train import Interrupted, distributed, fit
 
 
 def config(path: Path | None = None):
@@ -104,3 +106,37 @@ def test_reproduce_under_two_processes_records_once(tmp_path, camvid_root):
     assert record["metrics"] == pytest.approx(
         {k: v for k, v in alone.compute().items() if k != "per_class_iu"}
     )
+
+
+def signalled_worker(rank: int, world: int, port: int, out: str) -> None:
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    try:
+        torch.set_num_threads(1)
+
+        def stop_rank_0_at_step_3(history):
+            if rank == 0 and len(history.loss) == 3:
+                signal.raise_signal(signal.SIGINT)
+
+        run = config(Path(out) / "ddp.pt")
+        try:
+            fit(
+                tiny_net(),
+                TinySet(),
+                replace(run, log_interval=1),
+                TABLE,
+                callback=stop_rank_0_at_step_3,
+            )
+        except Interrupted as stop:
+            (Path(out) / f"rank{rank}.json").write_text(json.dumps([stop.step, stop.signum]))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_signal_to_one_process_stops_every_process_at_the_same_step(tmp_path):
+    mp.spawn(signalled_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    stopped = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    # The signalled process names its signal; the other learns of one and reports SIGTERM.
+    assert stopped == [[3, signal.SIGINT], [3, signal.SIGTERM]]
+    assert torch.load(tmp_path / "ddp.pt", weights_only=True)["step"] == 3
