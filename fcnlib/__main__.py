@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from fcnlib.config import RECIPES, TrainConfig, run_name
+from fcnlib.config import RECIPES, TrainConfig, checkpoint_path
 from fcnlib.data import DATASETS
 
 
@@ -164,7 +164,7 @@ def _train_config(args: argparse.Namespace):
     overrides = _overrides(args)
     model = overrides.pop("model", "fcn8s")
     config = recipe(args.recipe, model, **overrides)
-    checkpoint = args.checkpoint or Path("runs") / f"{run_name(config.dataset, config.model)}.pt"
+    checkpoint = args.checkpoint or checkpoint_path("runs", config.dataset, config.model)
     return replace(config, checkpoint=str(checkpoint), progress=not args.quiet)
 
 

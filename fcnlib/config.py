@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +26,11 @@ def run_name(dataset: str, model: str) -> str:
     """The name of ``model`` trained on ``dataset`` ("camvid-fcn8s"): of its checkpoint in
     ``runs/``, its records in ``results/`` and, shipped, its weights (:mod:`fcnlib.weights`)."""
     return f"{dataset}-{model}"
+
+
+def checkpoint_path(folder: str | Path, dataset: str, model: str) -> Path:
+    """The checkpoint of ``model`` trained on ``dataset`` in ``folder``: ``folder/NAME.pt``."""
+    return Path(folder) / f"{run_name(dataset, model)}.pt"
 
 
 RECIPES = ("paper", "paper-normalised", "modern", "cpu")

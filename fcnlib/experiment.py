@@ -27,7 +27,7 @@ import torch
 
 from fcnlib import checkpoint, train, weights
 from fcnlib.classes import class_table
-from fcnlib.config import run_name
+from fcnlib.config import checkpoint_path, run_name
 from fcnlib.data import DATASETS
 from fcnlib.predict import predict, save_labels
 from fcnlib.published import VOC_MEAN_IU, published
@@ -259,7 +259,7 @@ def reproduce(
     dataset = train.recipe(recipe_name, **overrides).dataset
     table = class_table(dataset)
     checkpoints = {
-        model: checkpoint_folder / f"{run_name(dataset, model)}.pt" for model in STAGED_FROM
+        model: checkpoint_path(checkpoint_folder, dataset, model) for model in STAGED_FROM
     }
     for model in models:  # before the work, not after it
         coarser = STAGED_FROM[model]
@@ -339,7 +339,9 @@ def ship(
                 f"{record_path} does not exist: record {model} with `fcnlib reproduce` first"
             )
         record = read_json(record_path)
-        shipped_net = weights.export(Path(checkpoint_folder) / f"{name}.pt", name, record, folder)
+        shipped_net = weights.export(
+            checkpoint_path(checkpoint_folder, dataset, model), name, record, folder
+        )
         _, _, scored = score_checkpoint(weights.state(name, folder), record["split"], device="cpu")
         full = {
             **shipped_net.record,

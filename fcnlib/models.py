@@ -124,7 +124,8 @@ class FusionStep:
 
     ``kind`` is "input", "tap" (a backbone map), "score" (1x1 convolution), "scale",
     "upsample", "crop" or "sum"; ``shape`` is (channels, height, width); ``stride`` the
-    effective stride in input pixels; ``inputs`` the names of the steps it reads.
+    effective stride in input pixels; ``inputs`` the names of the steps it reads; ``fits``,
+    for a crop, the step whose size it cuts its input to.
     """
 
     name: str
@@ -133,6 +134,7 @@ class FusionStep:
     stride: Exact
     inputs: tuple[str, ...]
     note: str = ""
+    fits: str = ""
 
 
 class FCN(nn.Module):
@@ -280,7 +282,7 @@ class FCN(nn.Module):
                 break
             inputs = tuple(dict.fromkeys(name_of[a] for a in node.all_input_nodes))
             function = getattr(node.target, "__name__", None)
-            note, stride = "", strides.get(node.target)
+            note, fits, stride = "", "", strides.get(node.target)
             if node.op == "placeholder":
                 name, kind, stride = "data", "input", 1
             elif node.op == "call_module" and node.target.startswith("backbone."):
@@ -290,8 +292,9 @@ class FCN(nn.Module):
                 name, kind = node.target.removeprefix("backbone."), "tap"
             elif node.op == "call_module":
                 module, name = modules[node.target], node.target
-                kind, note = _describe(module, [name_of[a] for a in node.all_input_nodes])
-                inputs = inputs[:1]  # a crop's second input only gives its size
+                kind, note = _describe(module)
+                if kind == "crop":  # its second input only gives the size
+                    inputs, fits = inputs[:1], name_of[node.all_input_nodes[1]]
             elif node.op == "call_function" and function in ("add", "mul"):
                 stride = next(step.stride for step in steps if step.name == inputs[0])
                 if function == "add":
@@ -302,14 +305,14 @@ class FCN(nn.Module):
                 raise TypeError(f"fusion_trace: unexpected node {node.format_node()}")
             name_of[node] = name
             shape = tuple(node.meta["tensor_meta"].shape[1:])
-            steps.append(FusionStep(name, kind, shape, stride, inputs, note))
+            steps.append(FusionStep(name, kind, shape, stride, inputs, note, fits))
         return steps
 
 
-def _describe(module: nn.Module, inputs: list[str]) -> tuple[str, str]:
+def _describe(module: nn.Module) -> tuple[str, str]:
     """Kind and note of a head layer for :meth:`FCN.fusion_trace`."""
     if isinstance(module, Crop):
-        return "crop", f"offset {module.offset} to fit {inputs[1]}"
+        return "crop", f"offset {module.offset}"
     if isinstance(module, nn.ConvTranspose2d):
         learnable = "learnable" if module.weight.requires_grad else "fixed"
         return "upsample", f"{module.stride[0]}x bilinear, {learnable}"
@@ -322,7 +325,8 @@ def format_fusion_trace(steps: list[FusionStep]) -> str:
     lines = [f"{'step':<14} {'kind':<8} {'CxHxW':>12} {'stride':>6}  inputs / note"]
     for step in steps:
         shape = "x".join(str(n) for n in step.shape)
-        notes = ", ".join(filter(None, ["+".join(step.inputs), step.note]))
+        fits = f" to fit {step.fits}" if step.fits else ""
+        notes = ", ".join(filter(None, ["+".join(step.inputs), step.note + fits]))
         lines.append(f"{step.name:<14} {step.kind:<8} {shape:>12} {step.stride!s:>6}  {notes}")
     return "\n".join(lines)
 

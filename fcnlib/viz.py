@@ -218,7 +218,7 @@ def fusion_diagram(steps: list[FusionStep]) -> Figure:
         size = "x".join(str(n) for n in step.shape)
         lines = [step.name, f"{size}, stride {step.stride}"]
         if step.note:
-            lines.append(step.note.split(" to fit")[0])
+            lines.append(step.note)
         ax.text(cx, cy, "\n".join(lines), ha="center", va="center", fontsize=9)
         for source in step.inputs:
             sx, sy = centre(source)

@@ -229,6 +229,12 @@ def test_fusion_trace_of_a_500_pixel_image_has_the_papers_shapes():
     assert [s.name for s in steps if s.kind == "sum"] == ["fuse_pool4", "fuse_pool3"]
     fuse = next(s for s in steps if s.name == "fuse_pool3")
     assert fuse.inputs == ("upscore_pool4", "score_pool3c") and fuse.stride == 8
+    crops = {s.name: (s.inputs, s.fits, s.note) for s in steps if s.kind == "crop"}
+    assert crops == {
+        "score_pool4c": (("score_pool4",), "upscore2", "offset 5"),
+        "score_pool3c": (("score_pool3",), "upscore_pool4", "offset 9"),
+        "score": (("upscore8",), "data", "offset 31"),
+    }
     text = models.format_fusion_trace(steps)
     crop = "score_pool4c   crop         21x34x34     16  score_pool4, offset 5 to fit upscore2"
     assert crop in text
