@@ -188,7 +188,9 @@ class FCN(nn.Module):
         self.factor = 32 // 2 ** len(skips)
         self.final_upsample = "upscore" if not skips else f"upscore{self.factor}"
         self.add_module(self.final_upsample, bilinear_upsampler(num_classes, self.factor))
-        self.score = Crop()  # "score", as the reference names its final crop layer
+        # Each head layer is named, as in the reference, after the map it outputs: this crop
+        # outputs the net's scores.
+        self.score = Crop()
         self.crop_offsets = self._align(skips)
         self.register_forward_pre_hook(_check_input)
 
