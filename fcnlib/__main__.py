@@ -2,6 +2,8 @@
 
 Each command is one ``_add_*`` function that registers its subparser and sets ``handle``, the
 function that carries it out; add a command by appending its ``_add_*`` to ``COMMANDS``.
+Handlers import the modules they use when they run (no import cycle asks for it), so that
+``fcnlib --help`` and a refused option answer without loading the training code.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from fcnlib import models
+from fcnlib.book import execute
 from fcnlib.runtime import synchronise
 
 #: Dense peak throughput in TFLOP/s from NVIDIA's data sheets (no sparsity), by name fragment
@@ -211,8 +212,6 @@ def measure(
 
 def time_notebooks(paths: Iterable[Path], timeout: int = 600) -> dict[str, float]:
     """Seconds each notebook takes to execute in fast mode, in a fresh kernel of this Python."""
-    from fcnlib.book import execute
-
     return {Path(path).stem: execute(Path(path), timeout)[1] for path in paths}
 
 
