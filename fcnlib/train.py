@@ -107,7 +107,7 @@ def load_data(
     return train, val, table
 
 
-def loss_weight(config: TrainConfig) -> torch.Tensor | None:
+def class_loss_weights(config: TrainConfig) -> torch.Tensor | None:
     """The loss weight of each class, (C,): median-frequency class weights of the training
     labels if ``config.class_weights``, else None."""
     if not config.class_weights:
@@ -586,5 +586,11 @@ def start_or_resume(
         coarser, _ = checkpoint.load_trained(init_from)
         fcn_models.init_from(model, coarser)
     return fit(
-        model, train_data, config, table, val_data, loss_weight=loss_weight(config), saved=saved
+        model,
+        train_data,
+        config,
+        table,
+        val_data,
+        loss_weight=class_loss_weights(config),
+        saved=saved,
     )
