@@ -9,6 +9,7 @@ import http.server
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -276,6 +277,32 @@ def test_chapters_come_in_the_order_the_book_teaches():
     ]
     assert all(path.is_file() for path in chapter_notebooks())
     assert toc_documents()[0] == "intro"
+
+
+def exercise_numbers(path: Path) -> list[int]:
+    """The numbers of a chapter's exercises, as its Exercises section lists them."""
+    cells = json.loads(path.read_text())["cells"]
+    start = next(i for i, c in enumerate(cells) if "".join(c["source"]).startswith("## Exercises"))
+    text = "\n".join("".join(c["source"]) for c in cells[start:] if c["cell_type"] == "markdown")
+    return [int(n) for n in re.findall(r"^(\d+)\. ", text, re.MULTILINE)]
+
+
+def test_the_intro_and_the_teacher_plan_cover_every_chapter_and_exercise():
+    chapters = chapter_notebooks()
+    intro = (BOOK / "intro.md").read_text()
+    assert re.findall(r"^(\d+)\. \*\*", intro, re.MULTILINE) == [
+        str(n) for n in range(1, len(chapters) + 1)
+    ], "intro.md's chapter plan has one numbered entry per chapter"
+    plan = (BOOK / "running-in-class.md").read_text()
+    rows = plan.split("| chapter | goals | in class | homework |")[1].split("\n\n")[0]
+    rows = [row.split("|")[1:-1] for row in rows.strip().splitlines()[1:]]
+    assert len(rows) == len(chapters), "the teacher plan has one row per chapter"
+    for (name, _, in_class, homework), path in zip(rows, chapters, strict=True):
+        listed = [int(n) for n in re.findall(r"\d+", in_class + homework)]
+        assert sorted(listed) == exercise_numbers(path), (
+            f"{name.strip()}: the plan lists exercises {listed}, {path.name} has "
+            f"{exercise_numbers(path)}"
+        )
 
 
 @pytest.mark.parametrize("path", notebooks(), ids=lambda path: path.stem)
