@@ -431,11 +431,11 @@ def _steps(
         yield micro_batches
 
 
-def _wrapped(model: nn.Module, config: TrainConfig, device: torch.device) -> nn.Module:
-    """``model`` as the training steps call it: compiled if ``config.compile``, in DDP when
-    torchrun started several processes."""
+def _wrapped(model: nn.Module, config: TrainConfig, device: torch.device, world: int) -> nn.Module:
+    """``model`` as the training steps call it: compiled if ``config.compile``, in DDP over
+    ``world`` processes when there are several."""
     step_model = torch.compile(model) if config.compile else model
-    if distributed()[1] > 1:
+    if world > 1:
         ids = [device.index] if device.type == "cuda" else None
         step_model = DistributedDataParallel(step_model, device_ids=ids)
     return step_model
@@ -446,12 +446,13 @@ def _global_counts(
     ignore_index: int,
     signum: int,
     device: torch.device,
+    world: int,
 ) -> tuple[int, int]:
-    """The labelled pixels of the step's global batch (at least 1), and a signal number that
-    is non-zero when any process received SIGINT or SIGTERM."""
+    """The labelled pixels of the step's global batch over ``world`` processes (at least 1),
+    and a signal number that is non-zero when any process received SIGINT or SIGTERM."""
     labelled = sum((m != ignore_index).sum() for _, m in micro_batches)
     counts = torch.stack([labelled, torch.tensor(signum, device=device)])
-    if distributed()[1] > 1:
+    if world > 1:
         dist.all_reduce(counts)
     return max(int(counts[0]), 1), int(counts[1]) and (signum or signal.SIGTERM)
 
@@ -486,7 +487,7 @@ def fit(
     seed_everything(config.seed, config.deterministic)
     state = TrainState.start(model, config, table, device, saved)
     model, optimizer, history = state.model, state.optimizer, state.history
-    step_model = _wrapped(model, config, device)
+    step_model = _wrapped(model, config, device, world)
     dtype, ignore = amp_dtype(config, device), table.ignore_index
     weight = None if loss_weight is None else loss_weight.float().to(device)
     progress = dict(total=config.steps, initial=state.step, desc="train")
@@ -497,7 +498,7 @@ def fit(
         tick = time.perf_counter()  # training time: validation and checkpoints do not count
         for micro_batches in _steps(train_data, config, state.step, device):
             # Stop on a signal, at the same step in every process.
-            labelled, signum = _global_counts(micro_batches, ignore, stop.signum, device)
+            labelled, signum = _global_counts(micro_batches, ignore, stop.signum, device, world)
             if signum:
                 state.save()
                 raise Interrupted(state.step, config.checkpoint, signum)
