@@ -1,9 +1,11 @@
 """DistributedDataParallel on the CPU: two gloo processes train as one process on the same batch."""
 
+import contextlib
 import json
 import signal
 import socket
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,19 +27,27 @@ def config(path: Path | None = None):
     return tiny_config(steps=6, batch_size=4, checkpoint=str(path) if path else None)
 
 
-def worker(rank: int, world: int, port: int, out: str) -> None:
+@contextlib.contextmanager
+def gloo_group(rank: int, world: int, port: int) -> Iterator[None]:
+    """This spawned process in a gloo group of ``world`` processes on ``port``, one thread
+    each, for the ``with`` block."""
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
     )
+    torch.set_num_threads(1)
     try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def worker(rank: int, world: int, port: int, out: str) -> None:
+    with gloo_group(rank, world, port):
         assert distributed() == (rank, world)
-        torch.set_num_threads(1)
         model = tiny_net(dropout=0.0)
         history = fit(model, TinySet(), config(Path(out) / "ddp.pt"), TABLE, TinySet(4, seed=1))
         if rank == 0:
             torch.save({"model": model.state_dict(), "loss": history.loss}, Path(out) / "out.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 def free_port() -> int:
@@ -68,11 +78,7 @@ def reproduce_worker(rank: int, world: int, port: int, out: str, data: str) -> N
     from fcnlib.experiment import reproduce
 
     os.environ["FCNLIB_DATA_ROOT"] = data
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
-    try:
-        torch.set_num_threads(1)
+    with gloo_group(rank, world, port):
         slim = dict(width=0.0625, crop_size=(64, 64), train_limit=8, batch_size=4, steps=2)
         slim.update(val_limit=1, class_weights=False, device="cpu")
         runs = reproduce(
@@ -87,8 +93,6 @@ def reproduce_worker(rank: int, world: int, port: int, out: str, data: str) -> N
             say=lambda text: None,
         )
         torch.save(sorted(runs), Path(out) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 def test_reproduce_under_two_processes_records_once(tmp_path, camvid_root):
@@ -109,11 +113,7 @@ def test_reproduce_under_two_processes_records_once(tmp_path, camvid_root):
 
 
 def signalled_worker(rank: int, world: int, port: int, out: str) -> None:
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
-    try:
-        torch.set_num_threads(1)
+    with gloo_group(rank, world, port):
 
         def stop_rank_0_at_step_3(history):
             if rank == 0 and len(history.loss) == 3:
@@ -130,8 +130,6 @@ def signalled_worker(rank: int, world: int, port: int, out: str) -> None:
             )
         except Interrupted as stop:
             (Path(out) / f"rank{rank}.json").write_text(json.dumps([stop.step, stop.signum]))
-    finally:
-        dist.destroy_process_group()
 
 
 def test_a_signal_to_one_process_stops_every_process_at_the_same_step(tmp_path):
