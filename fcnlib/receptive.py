@@ -329,11 +329,15 @@ def _merge(name: str, inputs: list[Geometry]) -> tuple[Geometry, str]:
 
 
 class _Tracer(fx.Tracer):
-    """torch.fx's tracer, keeping modules with a ``layer_spec()`` method as single calls."""
+    """torch.fx's tracer, keeping modules with a ``layer_spec()`` method and pointwise layers
+    (subclasses of ``NEUTRAL_LAYERS`` too, such as timm's batch norm fused with its activation)
+    as single calls."""
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return callable(getattr(module, "layer_spec", None)) or super().is_leaf_module(
-            module, qualified_name
+        return (
+            callable(getattr(module, "layer_spec", None))
+            or isinstance(module, NEUTRAL_LAYERS)
+            or super().is_leaf_module(module, qualified_name)
         )
 
 

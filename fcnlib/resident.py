@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from fcnlib.classes import ClassTable
 from fcnlib.data import SegmentationFiles, describe
-from fcnlib.transforms import IMAGENET_MEAN, IMAGENET_STD
+from fcnlib.transforms import Normalisation
 
 
 class ResidentDataset:
@@ -84,7 +84,8 @@ def sampling_grid(
 
 
 class ResidentLoader:
-    """Batches ``(images float32 (B, 3, h, w) normalised, masks int64 (B, h, w))`` on the device.
+    """Batches ``(images float32 (B, 3, h, w) normalised, masks int64 (B, h, w))`` on the device,
+    the images normalised as ``normalisation`` says.
 
     With ``crop_size`` the batch is augmented: a random scale in ``scale_range`` per image, a
     random ``crop_size`` (pixels) crop, padded with the mean colour and the ignored label where
@@ -97,6 +98,7 @@ class ResidentLoader:
         self,
         data: ResidentDataset,
         batch_size: int,
+        normalisation: Normalisation,
         crop_size: int | tuple[int, int] | None = None,
         scale_range: tuple[float, float] = (0.5, 2.0),
         hflip: bool = True,
@@ -116,8 +118,8 @@ class ResidentLoader:
         self.scale_range, self.hflip = scale_range, hflip
         self.generator = generator if generator is not None else torch.Generator()
         device = data.images.device
-        self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
+        self.mean = torch.tensor(normalisation.mean, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(normalisation.std, device=device).view(1, 3, 1, 1) * 255
 
     def __len__(self) -> int:
         full, rest = divmod(len(self.data), self.batch_size)

@@ -119,7 +119,7 @@ def score_checkpoint(
     model, config = load_trained(state, device, name=None if isinstance(path, dict) else path)
     table = class_table(config.dataset)
     split = split or evaluation_split(config.dataset)
-    dataset = DATASETS[config.dataset](split, transforms=eval_transforms())
+    dataset = DATASETS[config.dataset](split, transforms=eval_transforms(model.normalisation))
     metrics = evaluate(model, dataset, table, device, limit=limit, progress=progress)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     record = evaluation_record(state, metrics, table, split, count)

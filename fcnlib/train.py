@@ -83,6 +83,7 @@ def load_data(
     ``eval_split``) is normalised whole images.
     """
     table = class_table(config.dataset)
+    normalisation = fcn_models.normalisation(config.backbone)
     source, train_split, val_split = {
         "camvid": (CamVid, "train", "val"),
         "voc": (PascalVOC, "train", "seg11valid"),
@@ -91,11 +92,12 @@ def load_data(
         train = ResidentDataset(source(train_split), device, limit=config.train_limit)
     else:
         if config.crop_size is None:
-            augment = eval_transforms()
+            augment = eval_transforms(normalisation)
         else:
             augment = train_transforms(
                 config.crop_size,
                 table.ignore_index,
+                normalisation,
                 scale_range=(0.5, 2.0) if config.augment else None,
                 hflip=config.augment,
                 jitter=config.augment,
@@ -103,7 +105,7 @@ def load_data(
         train = source(train_split, transforms=augment)
         if config.train_limit is not None:
             train = Subset(train, range(min(config.train_limit, len(train))))
-    val = source(eval_split or val_split, transforms=eval_transforms())
+    val = source(eval_split or val_split, transforms=eval_transforms(normalisation))
     return train, val, table
 
 
@@ -203,17 +205,29 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     """SGD with momentum or AdamW over the trainable parameters.
 
     One-dimensional parameters (biases, normalisation scales) get ``bias_lr_mult`` times the
-    rate and no weight decay, as the reference nets' ``lr_mult: 2, decay_mult: 0`` did.
+    rate and no weight decay, as the reference nets' ``lr_mult: 2, decay_mult: 0`` did; the
+    parameters of ``model.backbone`` (if it has one) ``backbone_lr_mult`` times it besides.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.ndim > 1], "weight_decay": config.weight_decay},
-        {
-            "params": [p for p in params if p.ndim <= 1],
-            "weight_decay": 0.0,
-            "lr": config.lr * config.bias_lr_mult,
-        },
-    ]
+    backbone = getattr(model, "backbone", None)
+    in_backbone = {id(p) for p in backbone.parameters()} if backbone is not None else set()
+    groups = []
+    for part in (False, True):  # the head first: its rate is the one a history records
+        params = [
+            p for p in model.parameters() if p.requires_grad and (id(p) in in_backbone) == part
+        ]
+        rate = config.lr * (config.backbone_lr_mult if part else 1.0)
+        groups += [
+            {
+                "params": [p for p in params if p.ndim > 1],
+                "weight_decay": config.weight_decay,
+                "lr": rate,
+            },
+            {
+                "params": [p for p in params if p.ndim <= 1],
+                "weight_decay": 0.0,
+                "lr": rate * config.bias_lr_mult,
+            },
+        ]
     if config.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=config.lr)
     return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
@@ -260,6 +274,7 @@ def _epoch_batches(
         loader = ResidentLoader(
             data,
             batch_size=micro,
+            normalisation=fcn_models.normalisation(config.backbone),
             crop_size=config.crop_size,
             scale_range=(0.5, 2.0) if config.augment else (1.0, 1.0),
             hflip=config.augment,

@@ -52,7 +52,7 @@ def bilinear_weight(channels: int, size: int, dtype: torch.dtype = torch.float32
 
 
 def bilinear_upsampler(
-    channels: int, factor: int, learnable: bool = False, padding: int = 0
+    channels: int, factor: int, learnable: bool = False, padding: int = 0, odd: bool = False
 ) -> nn.ConvTranspose2d:
     """An upsampling ConvTranspose2d (kernel 2·factor, stride factor, no bias), bilinear at start.
 
@@ -62,15 +62,18 @@ def bilinear_upsampler(
     inside the layer and gives exactly factor·H x factor·W for an even factor. With
     ``learnable=False`` the weight is frozen (``requires_grad`` is False), as in the reference
     implementation; with True it is bilinear only at initialisation.
+
+    The even kernel puts each input unit halfway between two output units; ``odd=True`` gives
+    the kernel of size 2·factor - 1, which puts input unit i on output unit factor·i +
+    factor - 1, for grids whose coarse units fall on fine ones (one unit shorter output).
     """
     _check_positive("factor", factor)
     if padding < 0 or padding >= factor:
         raise ValueError(f"padding must lie in 0..{factor - 1} for factor {factor}, got {padding}")
-    layer = nn.ConvTranspose2d(
-        channels, channels, 2 * factor, stride=factor, padding=padding, bias=False
-    )
+    size = 2 * factor - odd
+    layer = nn.ConvTranspose2d(channels, channels, size, stride=factor, padding=padding, bias=False)
     with torch.no_grad():
-        layer.weight.copy_(bilinear_weight(channels, 2 * factor))
+        layer.weight.copy_(bilinear_weight(channels, size))
     layer.weight.requires_grad_(learnable)
     return layer
 
