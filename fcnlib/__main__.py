@@ -19,6 +19,7 @@ from pathlib import Path
 
 from fcnlib.config import RECIPES, TrainConfig, checkpoint_path
 from fcnlib.data import DATASETS
+from fcnlib.models import BACKBONES
 
 
 def _download(args: argparse.Namespace) -> None:
@@ -166,7 +167,9 @@ def _train_config(args: argparse.Namespace):
     overrides = _overrides(args)
     model = overrides.pop("model", "fcn8s")
     config = recipe(args.recipe, model, **overrides)
-    checkpoint = args.checkpoint or checkpoint_path("runs", config.dataset, config.model)
+    checkpoint = args.checkpoint or checkpoint_path(
+        "runs", config.dataset, config.model, config.backbone
+    )
     return replace(config, checkpoint=str(checkpoint), progress=not args.quiet)
 
 
@@ -527,6 +530,7 @@ def _weights(args: argparse.Namespace) -> None:
         ship(
             args.dataset,
             args.ship,
+            backbone=args.backbone,
             checkpoint_folder=args.runs,
             results=args.results,
             command=args.argv,
@@ -546,13 +550,18 @@ def _add_weights(commands: argparse._SubParsersAction) -> None:
         "reproduce` into the package, scored again in float16.",
         epilog="examples:\n"
         "  fcnlib weights\n"
-        "  fcnlib weights --ship fcn32s fcn16s fcn8s   # from runs/ and results/",
+        "  fcnlib weights --ship fcn32s fcn16s fcn8s   # from runs/ and results/\n"
+        "  fcnlib weights --ship fcn32s fcn16s fcn8s --backbone lite0 \\\n"
+        "      --runs runs/transfer --results results/transfer",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--ship", nargs="+", choices=list(STAGED_FROM), metavar="MODEL", help="models to ship"
     )
     parser.add_argument("--dataset", choices=list(DATASETS), default="camvid")
+    parser.add_argument(
+        "--backbone", choices=BACKBONES, default="vgg16", help="of the nets to ship (default vgg16)"
+    )
     _add_folders(parser)
     parser.set_defaults(handle=_weights)
 

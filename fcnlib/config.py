@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from fcnlib.data import DATASETS
-from fcnlib.models import BACKBONES, MODEL_NAMES
+from fcnlib.models import BACKBONES, MODEL_NAMES, VGG_BACKBONES
 from fcnlib.schedule import SCHEDULES
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -22,15 +22,16 @@ LOSSES = ("mean", "sum")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
 
-def run_name(dataset: str, model: str) -> str:
-    """The name of ``model`` trained on ``dataset`` ("camvid-fcn8s"): of its checkpoint in
-    ``runs/``, its records in ``results/`` and, shipped, its weights (:mod:`fcnlib.weights`)."""
-    return f"{dataset}-{model}"
+def run_name(dataset: str, model: str, backbone: str = "vgg16") -> str:
+    """The name of ``model`` over ``backbone`` trained on ``dataset``: "camvid-fcn8s" for the
+    VGG16 nets, "camvid-lite0-fcn8s" over an ImageNet trunk; of its checkpoint in ``runs/``, its
+    records in ``results/`` and, shipped, its weights (:mod:`fcnlib.weights`)."""
+    return f"{dataset}-{model}" if backbone in VGG_BACKBONES else f"{dataset}-{backbone}-{model}"
 
 
-def checkpoint_path(folder: str | Path, dataset: str, model: str) -> Path:
+def checkpoint_path(folder: str | Path, dataset: str, model: str, backbone: str = "vgg16") -> Path:
     """The checkpoint of ``model`` trained on ``dataset`` in ``folder``: ``folder/NAME.pt``."""
-    return Path(folder) / f"{run_name(dataset, model)}.pt"
+    return Path(folder) / f"{run_name(dataset, model, backbone)}.pt"
 
 
 RECIPES = ("paper", "paper-normalised", "modern", "cpu", "transfer")
@@ -123,6 +124,11 @@ class TrainConfig:
     momentum: float = _option(0.9, "SGD momentum", minimum=0)
     weight_decay: float = _option(5e-4, "L2 penalty on the weights", minimum=0)
     bias_lr_mult: float = 1.0
+    fixed_backbone: bool = _option(
+        False,
+        "train the head only: the backbone's weights and batch-norm statistics stay as they "
+        "start (the paper's FCN-32s-fixed)",
+    )
     backbone_lr_mult: float = _option(
         1.0, "the backbone's rate as a multiple of --lr (fine-tune it more gently than the head)"
     )
@@ -145,8 +151,9 @@ class TrainConfig:
     )
     poly_power: float = 0.9
     amp: str = _option(
-        "auto",
-        "mixed precision; auto is bf16 on a GPU or a CPU with native bf16, else off",
+        "off",
+        "mixed precision; auto is bf16 on a GPU or a CPU with native bf16, else off (the "
+        "modern and cpu recipes use auto; records say which precision a run used)",
         choices=AMP_MODES,
     )
     channels_last: bool = _option(False, "NHWC memory layout, faster with tensor cores")
@@ -368,4 +375,5 @@ FAST_MODE = dict(
     class_weights=False,
     eval_interval=20,
     log_interval=5,
+    amp="off",  # float32 on every CPU, so that a chapter computes the same everywhere
 )

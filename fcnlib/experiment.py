@@ -76,19 +76,25 @@ class Run:
         return (self.seconds_before + self.record["training"]["seconds"]) / 60
 
 
-def result_paths(results: Path, dataset: str, model: str) -> tuple[Path, Path, Path]:
-    """The record, history and predictions folder of ``model`` on ``dataset`` in ``results``."""
-    stem = results / run_name(dataset, model)
+def result_paths(
+    results: Path, dataset: str, model: str, backbone: str = "vgg16"
+) -> tuple[Path, Path, Path]:
+    """The record, history and predictions folder of ``model`` over ``backbone`` on
+    ``dataset`` in ``results``."""
+    stem = results / run_name(dataset, model, backbone)
     return stem.with_suffix(".json"), results / f"{stem.name}-history.csv", stem
 
 
-def load_runs(dataset: str, results: str | Path | None = None) -> dict[str, Run]:
-    """The runs recorded in ``results`` (default: the repository's ``results/``) by model,
-    in the order of :data:`STAGED_FROM`; models without a record are left out."""
+def load_runs(
+    dataset: str, results: str | Path | None = None, backbone: str = "vgg16"
+) -> dict[str, Run]:
+    """The runs over ``backbone`` recorded in ``results`` (default: the repository's
+    ``results/``) by model, in the order of :data:`STAGED_FROM`; models without a record are
+    left out."""
     results = Path(results) if results is not None else REPO_ROOT / "results"
     runs = {}
     for model in STAGED_FROM:
-        record_path, history_path, folder = result_paths(results, dataset, model)
+        record_path, history_path, folder = result_paths(results, dataset, model, backbone)
         if not record_path.is_file():
             continue
         try:
@@ -256,10 +262,11 @@ def reproduce(
     models = [m for m in STAGED_FROM if m in set(models)]
     overrides = dict(overrides or {})
     checkpoint_folder, results = Path(checkpoint_folder), Path(results)
-    dataset = train.recipe(recipe_name, **overrides).dataset
+    base = train.recipe(recipe_name, **overrides)
+    dataset, backbone = base.dataset, base.backbone
     table = class_table(dataset)
     checkpoints = {
-        model: checkpoint_path(checkpoint_folder, dataset, model) for model in STAGED_FROM
+        model: checkpoint_path(checkpoint_folder, dataset, model, backbone) for model in STAGED_FROM
     }
     for model in models:  # before the work, not after it
         coarser = STAGED_FROM[model]
@@ -270,7 +277,7 @@ def reproduce(
             )
         if rank == 0:
             check_writable(checkpoints[model], "--runs")
-            check_writable(result_paths(results, dataset, model)[0], "--results")
+            check_writable(result_paths(results, dataset, model, backbone)[0], "--results")
     seconds: dict[str, float] = {}  # training seconds of each net trained (or found trained)
     for model in models:
         config = train.recipe(recipe_name, model, **overrides, progress=progress)
@@ -301,7 +308,7 @@ def reproduce(
             before += seconds[coarser]
             coarser = STAGED_FROM[coarser]
         record["stage"] = {"from": STAGED_FROM[model], "seconds_before": before}
-        record_path, history_path, folder = result_paths(results, dataset, model)
+        record_path, history_path, folder = result_paths(results, dataset, model, backbone)
         write_json(record_path, record)
         write_csv(history_path, *history_rows(history.to_dict()))
         images = DATASETS[dataset](record["split"])
@@ -313,7 +320,7 @@ def reproduce(
         say(f"{display_name(model)}: mean IU {mean_iu:.1f} % on {record['split']} -> {record_path}")
     if rank != 0:
         return {}
-    recorded = load_runs(dataset, results)
+    recorded = load_runs(dataset, results, backbone)
     return {model: recorded[model] for model in models if model in recorded}
 
 
@@ -325,14 +332,17 @@ def ship(
     folder: Path = weights.TRAINED_DIR,
     command: list[str] | None = None,
     say=print,
+    *,
+    backbone: str = "vgg16",
 ) -> dict[str, weights.Weights]:
-    """Export each of ``models`` trained by ``fcnlib reproduce`` (``runs/DATASET-MODEL.pt``
-    with its record ``results/DATASET-MODEL.json``) into ``folder``, then score the float16
+    """Export each of ``models`` over ``backbone`` trained by ``fcnlib reproduce``
+    (``runs/NAME.pt`` with its record ``results/NAME.json``, named by :func:`run_name`) into
+    ``folder``, then score the float16
     weights on the record's split, all of its images, and record those scores (the float32
     mean IU is kept as ``float32_mean_iu``) and ``command`` (fcnlib's arguments)."""
     shipped = {}
     for model in models:
-        name = run_name(dataset, model)
+        name = run_name(dataset, model, backbone)
         record_path = Path(results) / f"{name}.json"
         if not record_path.is_file():
             raise FileNotFoundError(
@@ -340,7 +350,7 @@ def ship(
             )
         record = read_json(record_path)
         shipped_net = weights.export(
-            checkpoint_path(checkpoint_folder, dataset, model), name, record, folder
+            checkpoint_path(checkpoint_folder, dataset, model, backbone), name, record, folder
         )
         _, _, scored = score_checkpoint(weights.state(name, folder), record["split"], device="cpu")
         full = {

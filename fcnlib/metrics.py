@@ -85,23 +85,93 @@ def scores(confusion: torch.Tensor) -> dict[str, float | torch.Tensor]:
     }
 
 
+def _mean_iu(confusions: torch.Tensor) -> torch.Tensor:
+    """The mean IU of each of a stack of (..., C, C) confusion matrices, float64 (...)."""
+    confusions = confusions.double()
+    true_positives = confusions.diagonal(dim1=-2, dim2=-1)
+    union = confusions.sum(-1) + confusions.sum(-2) - true_positives
+    return (true_positives / union).nanmean(-1)
+
+
+def _resampled_mean_iu(
+    confusions: list[torch.Tensor], samples: int, seed: int
+) -> tuple[torch.Tensor, list[float]]:
+    """The mean IU of ``samples`` bootstrap resamples of the images, the same resamples for
+    each stack in ``confusions`` ((N, C, C) each, one matrix per image): (len, samples)."""
+    count = len(confusions[0])
+    if count < 1 or any(len(stack) != count for stack in confusions):
+        raise ValueError("give one confusion matrix per image, the same images for every net")
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(count, (samples, count), generator=generator)
+    weights = torch.zeros(samples, count, dtype=torch.float64)
+    weights.scatter_add_(1, picks, torch.ones_like(picks, dtype=torch.float64))
+    values = []
+    for stack in confusions:
+        flat = stack.cpu().double().reshape(count, -1)
+        values.append(_mean_iu((weights @ flat).reshape(samples, *stack.shape[1:])))
+    estimates = [float(_mean_iu(stack.cpu().sum(0))) for stack in confusions]
+    return torch.stack(values), estimates
+
+
+def _percentiles(values: torch.Tensor, level: float) -> tuple[float, float]:
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie between 0 and 1, got {level}")
+    tail = (1 - level) / 2
+    low, high = torch.quantile(values, torch.tensor([tail, 1 - tail], dtype=values.dtype))
+    return float(low), float(high)
+
+
+def bootstrap_interval(
+    confusions: torch.Tensor, level: float = 0.95, samples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """A bootstrap ``level`` interval of the mean IU over the images of a test set.
+
+    ``confusions`` (N, C, C) holds one confusion matrix per image; each of ``samples``
+    resamples draws N images with replacement and scores their summed matrix, and the interval
+    runs between the resamples' (1 - level)/2 and (1 + level)/2 quantiles. Fractions in [0, 1].
+    """
+    values, _ = _resampled_mean_iu([confusions], samples, seed)
+    return _percentiles(values[0], level)
+
+
+def bootstrap_difference(
+    first: torch.Tensor,
+    second: torch.Tensor,
+    level: float = 0.95,
+    samples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, tuple[float, float]]:
+    """The mean IU of ``first`` minus that of ``second`` (per-image confusion matrices of two
+    nets on the same N images, (N, C, C) each), and its paired bootstrap ``level`` interval:
+    each resample draws the same images for both nets. An interval that contains 0 leaves
+    the difference unresolved."""
+    values, (a, b) = _resampled_mean_iu([first, second], samples, seed)
+    return a - b, _percentiles(values[0] - values[1], level)
+
+
 class SegmentationMetrics:
     """Accumulates a confusion matrix over batches and reports the paper's metrics.
 
     Call ``update(pred, target)`` once per batch, then ``compute()["mean_iu"]``. ``update``
     takes label maps, or scores with a class dimension at 1 (N, C, H, W), which it reduces by
-    argmax; the matrix lives on the device of the first batch.
+    argmax; the matrix lives on the device of the first batch. With ``per_image`` each batch's
+    own matrix is kept too (on the CPU), for intervals over images: ``image_confusions()``.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int | None = None) -> None:
+    def __init__(
+        self, num_classes: int, ignore_index: int | None = None, per_image: bool = False
+    ) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.confusion: torch.Tensor | None = None
+        self.per_image: list[torch.Tensor] | None = [] if per_image else None
 
     def reset(self) -> None:
         """Forget all batches seen so far."""
         self.confusion = None
+        if self.per_image is not None:
+            self.per_image = []
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """Count one batch: ``pred`` labels shaped like ``target``, or (N, C, ...) scores."""
@@ -109,6 +179,19 @@ class SegmentationMetrics:
             pred = pred.argmax(1)
         batch = confusion_matrix(pred, target, self.num_classes, self.ignore_index)
         self.confusion = batch if self.confusion is None else self.confusion + batch
+        if self.per_image is not None:
+            self.per_image.append(batch.cpu())
+
+    def image_confusions(self) -> torch.Tensor:
+        """(N, C, C): the matrix of each of the N batches counted (one image each, when
+        :func:`fcnlib.predict.evaluate` counts), for :func:`bootstrap_interval`."""
+        if not self.per_image:
+            raise RuntimeError("no per-image matrices: count with per_image=True")
+        return torch.stack(self.per_image)
+
+    def interval(self, level: float = 0.95) -> tuple[float, float]:
+        """The bootstrap ``level`` interval of the mean IU over the images counted."""
+        return bootstrap_interval(self.image_confusions(), level)
 
     def compute(self) -> dict[str, float | torch.Tensor]:
         """The metrics of everything counted so far (see :func:`scores`)."""

@@ -503,12 +503,14 @@ def init_from(model: FCN, coarser: FCN) -> FCN:
     score_fr and the upsamplings they share are copied; the new skip scores stay zero, so the
     finer net starts from the coarser net's predictions (up to upsampling them in two bilinear
     steps instead of one). The coarser net's final, fixed bilinear upsampling has no
-    counterpart and is not copied. Returns ``model``.
+    counterpart and is not copied. A net of the same architecture may start from a trained
+    one too: it then simply goes on training (the control of the paper's §4.2, which asks
+    whether a finer stage gains by its skip or by its extra steps). Returns ``model``.
     """
     finer_skips, coarser_skips = model.skips, coarser.skips
     if type(model) is FCN8sAtOnce or type(coarser) is FCN8sAtOnce:
         raise ValueError("the at-once FCN-8s is trained in one stage, not from a coarser net")
-    if len(coarser_skips) >= len(finer_skips) or finer_skips[: len(coarser_skips)] != coarser_skips:
+    if len(coarser_skips) > len(finer_skips) or finer_skips[: len(coarser_skips)] != coarser_skips:
         raise ValueError(
             f"{type(model).__name__} is not finer than {type(coarser).__name__}: initialise "
             "FCN16s from FCN32s and FCN8s from FCN16s"

@@ -65,8 +65,10 @@ def evaluate(
 
     ``dataset`` yields normalised (3, H, W) float images and (H, W) masks (``eval_transforms``);
     each image goes through whole, one at a time, since sizes may differ. The confusion matrix
-    stays on the device. Under torch.distributed each process scores every ``world``-th image
-    and the matrices are summed, so every process returns the metrics of all of them.
+    stays on the device; in a single process each image's own matrix is kept too
+    (``image_confusions()``, for bootstrap intervals). Under torch.distributed each process
+    scores every ``world``-th image and the matrices are summed, so every process returns the
+    metrics of all of them.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     count = len(dataset) if limit is None else min(limit, len(dataset))
@@ -74,7 +76,7 @@ def evaluate(
         raise ValueError(f"nothing to score: {describe(dataset)} holds no images")
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     loader = DataLoader(Subset(dataset, range(rank, count, world)), batch_size=1)
-    metrics = SegmentationMetrics(table.num_classes, table.ignore_index)
+    metrics = SegmentationMetrics(table.num_classes, table.ignore_index, per_image=world == 1)
     metrics.confusion = torch.zeros(
         (table.num_classes, table.num_classes), dtype=torch.int64, device=device
     )

@@ -51,7 +51,8 @@ def evaluation_record(
     ``state`` is the checkpoint (``fcnlib.checkpoint.load``) that was scored: the record keeps
     its configuration, its step count and its training time, so that the numbers can be
     reproduced and set against the time they took. Fractions in [0, 1]; None for a class with
-    no pixels in either the labels or the predictions.
+    no pixels in either the labels or the predictions. The mean IU's bootstrap 95 % interval
+    over the images goes in too, where the metrics kept each image's matrix.
     """
     scores = metrics.compute()
     per_class = [float(value) for value in scores["per_class_iu"].tolist()]
@@ -63,6 +64,7 @@ def evaluation_record(
         "split": split,
         "images": images,
         "metrics": {k: v for k, v in scores.items() if k != "per_class_iu"},
+        "mean_iu_interval": list(metrics.interval()) if metrics.per_image else None,
         "per_class_iu": {
             name: None if np.isnan(value) else value
             for name, value in zip(table.classes, per_class, strict=True)
@@ -73,6 +75,7 @@ def evaluation_record(
             "images_per_second": state["step"] * config["batch_size"] / seconds
             if seconds
             else None,
+            "precision": history.get("precision"),
             "config": config,
         },
     }

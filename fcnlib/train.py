@@ -122,8 +122,10 @@ def class_loss_weights(config: TrainConfig) -> torch.Tensor | None:
 @dataclass
 class History:
     """What a run measured: the loss (per labelled pixel) and learning rate of every step,
-    the validation scores every ``eval_interval`` steps, and the wall-clock seconds of training
-    (validation, checkpoints and callbacks excluded) in all and at each validation."""
+    the validation scores every ``eval_interval`` steps, the wall-clock seconds of training
+    (validation, checkpoints and callbacks excluded) in all and at each validation, and the
+    precision the steps computed in ("float32", "bfloat16" or "float16"; ``amp="auto"``
+    depends on the machine)."""
 
     steps: list[int] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
@@ -132,6 +134,7 @@ class History:
     evals: list[dict[str, float]] = field(default_factory=list)
     eval_seconds: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    precision: str = "float32"
 
     def add_step(self, step: int, loss: float, lr: float) -> None:
         self.steps.append(step)
@@ -376,6 +379,8 @@ class TrainState:
         (read from ``config.checkpoint`` if it exists and ``saved`` is None) stopped."""
         memory_format = torch.channels_last if config.channels_last else torch.preserve_format
         model = model.to(device, memory_format=memory_format)
+        if config.fixed_backbone:
+            model.backbone.requires_grad_(False)
         optimizer = make_optimizer(model, config)
         schedule = make_schedule(
             optimizer, config.steps, config.warmup_steps, config.poly_power, config.schedule
@@ -504,6 +509,7 @@ def fit(
     model, optimizer, history = state.model, state.optimizer, state.history
     step_model = _wrapped(model, config, device, world)
     dtype, ignore = amp_dtype(config, device), table.ignore_index
+    history.precision = str(dtype or torch.float32).removeprefix("torch.")
     weight = None if loss_weight is None else loss_weight.float().to(device)
     progress = dict(total=config.steps, initial=state.step, desc="train")
     with (
@@ -521,6 +527,8 @@ def fit(
             # Forward, backward, update. DDP averages gradients over processes; the scale turns
             # that into the sum over the global batch, over its labelled pixels for "mean".
             model.train()
+            if config.fixed_backbone:  # fixed features: batch norms keep their statistics too
+                model.backbone.eval()
             scale = world / labelled if config.loss == "mean" else world
             optimizer.zero_grad(set_to_none=True)
             loss_sum = torch.zeros((), device=device)

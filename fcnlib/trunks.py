@@ -8,8 +8,9 @@ downloading anything, and :func:`imagenet_classifier` fills it with the package'
 checked by SHA-256 and matched tensor by tensor.
 
 Each trunk's facts live in one row of ``TRUNKS``, among them the normalisation its weights
-expect (:class:`fcnlib.transforms.Normalisation`): VGG's ImageNet mean and standard deviation, or the Lite
-nets' scaling to [-1, 1]. Every path that feeds a net takes it from there.
+expect (:class:`fcnlib.transforms.Normalisation`): the Lite nets scale their input to [-1, 1],
+where VGG16 subtracts ImageNet's mean and divides by its standard deviation. Every path that
+feeds a net takes it from the net (``FCN.normalisation``).
 
 TensorFlow's "same" padding of a stride-2 convolution depends on the input's size; on sides
 that are multiples of 32 it is the same everywhere, so :func:`fully_convolutional` fixes it

@@ -139,13 +139,13 @@ def export(
 def listing(folder: Path = TRAINED_DIR) -> str:
     """A text table of the shipped nets: name, mean IU on the evaluation split, images scored,
     training minutes (coarser stages included), weights and megabytes."""
-    lines = [f"{'name':<16}{'mean IU':>8}{'split':>7}{'images':>7}{'minutes':>8}{'MB':>6}"]
+    lines = [f"{'name':<20}{'mean IU':>8}{'split':>7}{'images':>7}{'minutes':>8}{'MB':>6}"]
     for name, weights in available(folder).items():
         record = weights.record
         minutes = (record["training"]["seconds"] + record["stage"]["seconds_before"]) / 60
         size = weights.path.stat().st_size / 1e6 if weights.path.is_file() else float("nan")
         lines.append(
-            f"{name:<16}{100 * weights.mean_iu:8.1f}{record['split']:>7}{record['images']:>7}"
+            f"{name:<20}{100 * weights.mean_iu:8.1f}{record['split']:>7}{record['images']:>7}"
             f"{minutes:8.1f}{size:6.1f}"
         )
     return "\n".join(lines)

@@ -67,7 +67,7 @@ def test_train_evaluate_predict_end_to_end(camvid_root, tmp_path, capsys):
     run = tmp_path / "slim.pt"
     argv = ["train", "--width", "0.0625", "--crop", "96x128", "--train-limit", "8"]
     argv += ["--val-limit", "1", "--batch-size", "4", "--steps", "3", "--no-class-weights"]
-    argv += ["--device", "cpu", "--checkpoint", str(run), "--quiet"]
+    argv += ["--device", "cpu", "--amp", "off", "--checkpoint", str(run), "--quiet"]
     assert main(argv) == 0
     assert "step 3: loss" in capsys.readouterr().out
     state = torch.load(run, weights_only=True)

@@ -30,7 +30,7 @@ matplotlib.use("Agg")
 
 SLIM = ["--width", "0.0625", "--crop", "96x128", "--train-limit", "8", "--batch-size", "4"]
 SLIM += ["--steps", "4", "--eval-interval", "2", "--val-limit", "1", "--no-class-weights"]
-SLIM += ["--device", "cpu", "--limit", "3", "--predictions", "2", "--quiet"]
+SLIM += ["--device", "cpu", "--amp", "off", "--limit", "3", "--predictions", "2", "--quiet"]
 
 
 @pytest.fixture(scope="module")
