@@ -14,7 +14,7 @@ from fcnlib import weights
 from fcnlib.checkpoint import load_trained
 from fcnlib.classes import ClassTable, class_table
 from fcnlib.data import DATASETS
-from fcnlib.metrics import SegmentationMetrics
+from fcnlib.metrics import SegmentationMetrics, bootstrap_difference
 from fcnlib.predict import evaluate
 from fcnlib.published import published
 from fcnlib.records import environment
@@ -51,8 +51,10 @@ def evaluation_record(
     ``state`` is the checkpoint (``fcnlib.checkpoint.load``) that was scored: the record keeps
     its configuration, its step count and its training time, so that the numbers can be
     reproduced and set against the time they took. Fractions in [0, 1]; None for a class with
-    no pixels in either the labels or the predictions. The mean IU's bootstrap 95 % interval
-    over the images goes in too, where the metrics kept each image's matrix.
+    no pixels in either the labels or the predictions. Where the metrics kept each image's
+    confusion matrix, the mean IU's bootstrap 95 % interval over the images goes in too, and the
+    matrices themselves (``image_confusions``, one flattened C x C list of counts per image, in
+    the split's order), from which :func:`paired_difference` compares two records.
     """
     scores = metrics.compute()
     per_class = [float(value) for value in scores["per_class_iu"].tolist()]
@@ -65,6 +67,9 @@ def evaluation_record(
         "images": images,
         "metrics": {k: v for k, v in scores.items() if k != "per_class_iu"},
         "mean_iu_interval": list(metrics.interval()) if metrics.per_image else None,
+        "image_confusions": (
+            metrics.image_confusions().flatten(1).tolist() if metrics.per_image else None
+        ),
         "per_class_iu": {
             name: None if np.isnan(value) else value
             for name, value in zip(table.classes, per_class, strict=True)
@@ -79,6 +84,31 @@ def evaluation_record(
             "config": config,
         },
     }
+
+
+def image_confusions(record: dict) -> torch.Tensor:
+    """The (N, C, C) per-image confusion matrices a record keeps (:func:`evaluation_record`);
+    ValueError naming what is missing for records made without them."""
+    rows = record.get("image_confusions")
+    if not rows:
+        raise ValueError(
+            f"the record of {record.get('model')} keeps no per-image confusion matrices: "
+            "score it again with `fcnlib evaluate --out`"
+        )
+    classes = len(record["per_class_iu"])
+    return torch.tensor(rows).reshape(len(rows), classes, classes)
+
+
+def paired_difference(first: dict, second: dict) -> tuple[float, tuple[float, float]]:
+    """The mean IU of record ``first`` minus that of ``second``, scored on the same images,
+    with its paired bootstrap 95 % interval (:func:`fcnlib.metrics.bootstrap_difference`);
+    fractions. ValueError unless both scored the same split and number of images."""
+    if (first["split"], first["images"]) != (second["split"], second["images"]):
+        raise ValueError(
+            f"the records scored {first['images']} images of {first['split']} and "
+            f"{second['images']} of {second['split']}: compare nets on the same images"
+        )
+    return bootstrap_difference(image_confusions(first), image_confusions(second))
 
 
 def history_rows(history: dict) -> tuple[list[str], list[list[object]]]:

@@ -12,6 +12,7 @@ from fcnlib.metrics import (
     confusion_matrix,
     scores,
 )
+from fcnlib.scoring import paired_difference
 
 
 def matrices(count: int, classes: int = 3):
@@ -82,3 +83,25 @@ def test_bad_input_is_named():
         bootstrap_difference(torch.ones(3, 2, 2), torch.ones(2, 2, 2))
     with pytest.raises(ValueError, match="level"):
         bootstrap_interval(torch.ones(3, 2, 2), level=95)
+
+
+def record(confusions: torch.Tensor, split: str = "test") -> dict:
+    """A scored record as fcnlib.scoring.evaluation_record keeps it, for two classes."""
+    return {
+        "model": "fcn8s",
+        "split": split,
+        "images": len(confusions),
+        "per_class_iu": {"a": None, "b": None},
+        "image_confusions": confusions.flatten(1).tolist(),
+    }
+
+
+def test_records_are_compared_image_by_image():
+    first = torch.tensor([[[4, 0], [0, 0]], [[0, 0], [2, 2]], [[3, 1], [1, 3]]])
+    second = first.flip(-1)
+    expected = bootstrap_difference(first, second)
+    assert paired_difference(record(first), record(second)) == expected
+    with pytest.raises(ValueError, match="compare nets on the same images"):
+        paired_difference(record(first), record(first, split="val"))
+    with pytest.raises(ValueError, match="keeps no per-image confusion matrices"):
+        paired_difference(record(first), {**record(second), "image_confusions": None})

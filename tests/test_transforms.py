@@ -8,7 +8,8 @@ from fcnlib.classes import class_table
 from fcnlib.data import CamVid
 from fcnlib.resident import ResidentDataset, ResidentLoader, sampling_grid
 from fcnlib.transforms import (
-    IMAGENET_MEAN,
+    IMAGENET,
+    SIGNED,
     RandomScale,
     denormalise,
     eval_transforms,
@@ -17,7 +18,7 @@ from fcnlib.transforms import (
 
 CAMVID = class_table("camvid")
 IGNORE = CAMVID.ignore_index
-MEAN_COLOUR = torch.tensor([round(255 * m) for m in IMAGENET_MEAN])
+MEAN_COLOUR = torch.tensor([round(255 * m) for m in IMAGENET.mean])
 BLUE = 128  # every block has this blue; the mean colour's is 104
 
 
@@ -59,12 +60,12 @@ sizes = st.integers(min_value=8, max_value=40)
 @given(height=sizes, width=sizes, crop=sizes, seed=st.integers(0, 2**31 - 1))
 def test_train_transforms_keep_image_and_mask_aligned(height, width, crop, seed):
     torch.manual_seed(seed)
-    pipeline = train_transforms(crop, IGNORE, scale_range=(0.5, 2.0), jitter=False)
+    pipeline = train_transforms(crop, IGNORE, IMAGENET, scale_range=(0.5, 2.0), jitter=False)
     image, mask = pipeline(*block_pair(height, width))
     assert image.shape == (3, crop, crop) and image.dtype == torch.float32
     assert mask.shape == (crop, crop) and mask.dtype == torch.int64
     assert set(mask.unique().tolist()) <= set(range(CAMVID.num_classes)) | {IGNORE}
-    assert_aligned(denormalise(image), mask)
+    assert_aligned(denormalise(image, IMAGENET), mask)
 
 
 @settings(max_examples=30, deadline=None)
@@ -91,21 +92,26 @@ def test_random_scale_resamples_masks_by_nearest_neighbour_only(height, width, s
 def test_jitter_changes_the_image_but_never_the_mask():
     torch.manual_seed(0)
     image, mask = block_pair(40, 40)
-    pipeline = train_transforms(40, IGNORE, scale_range=None, hflip=False, jitter=True)
+    pipeline = train_transforms(40, IGNORE, IMAGENET, scale_range=None, hflip=False, jitter=True)
     out_image, out_mask = pipeline(image, mask)
     assert torch.equal(out_mask, mask)
-    assert (denormalise(out_image).int() - image.int()).abs().max() > 5
+    assert (denormalise(out_image, IMAGENET).int() - image.int()).abs().max() > 5
 
 
-def test_eval_transforms_normalise_with_imagenet_statistics():
+@pytest.mark.parametrize(
+    ("normalisation", "mean", "std"),
+    [(IMAGENET, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), (SIGNED, (0.5,) * 3, (0.5,) * 3)],
+)
+def test_eval_transforms_normalise_as_they_are_told(normalisation, mean, std):
     image, mask = block_pair(10, 12)
-    out_image, out_mask = eval_transforms()(image, mask)
-    expected = (image.float() / 255 - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(
-        [0.229, 0.224, 0.225]
-    )[:, None, None]
+    out_image, out_mask = eval_transforms(normalisation)(image, mask)
+    column = (3, 1, 1)
+    expected = (image.float() / 255 - torch.tensor(mean).view(column)) / torch.tensor(std).view(
+        column
+    )
     torch.testing.assert_close(out_image, expected)
     assert torch.equal(out_mask, mask) and out_mask.dtype == torch.int64
-    assert torch.equal(denormalise(out_image), image)
+    assert torch.equal(denormalise(out_image, normalisation), image)
 
 
 def test_random_scale_rejects_a_bad_range():
@@ -136,7 +142,7 @@ class BlockDataset:
 def test_resident_loader_keeps_image_and_mask_aligned(height, width, crop, seed):
     data = ResidentDataset(BlockDataset(3, height, width))
     loader = ResidentLoader(
-        data, batch_size=2, crop_size=crop, generator=torch.Generator().manual_seed(seed)
+        data, 2, IMAGENET, crop_size=crop, generator=torch.Generator().manual_seed(seed)
     )
     batches = list(loader)
     assert [len(images) for images, _ in batches] == [2, 1]
@@ -144,16 +150,16 @@ def test_resident_loader_keeps_image_and_mask_aligned(height, width, crop, seed)
         assert images.shape[1:] == (3, crop, crop) and masks.shape[1:] == (crop, crop)
         assert masks.dtype == torch.int64
         for image, mask in zip(images, masks, strict=True):
-            assert_aligned(denormalise(image), mask)
+            assert_aligned(denormalise(image, IMAGENET), mask)
 
 
 def test_resident_loader_without_augmentation_matches_eval_transforms(camvid_root):
     dataset = CamVid("val")
     data = ResidentDataset(dataset, device="cpu", limit=3)
     assert data.images.shape == (3, 3, 360, 480) and data.images.dtype == torch.uint8
-    images, masks = next(iter(ResidentLoader(data, batch_size=3, shuffle=False)))
+    images, masks = next(iter(ResidentLoader(data, 3, SIGNED, shuffle=False)))
     for index in range(3):
-        image, mask = eval_transforms()(*dataset[index])
+        image, mask = eval_transforms(SIGNED)(*dataset[index])
         torch.testing.assert_close(images[index], image)
         assert torch.equal(masks[index], mask)
 

@@ -127,3 +127,10 @@ def test_an_image_is_scored_as_its_zero_padding_to_a_multiple_of_32(lite_fcn8s):
 def test_width_is_for_vgg_only():
     with pytest.raises(ValueError, match="width applies to VGG16 only"):
         models.build("fcn32s", 3, backbone="lite0", width=0.5)
+
+
+@pytest.mark.parametrize("name", list(trunks.TRUNKS))
+def test_each_trunk_loads_its_package_s_weights_and_taps_three_strides(name):
+    features = trunks.fully_convolutional(trunks.imagenet_classifier(name))
+    assert list(trunks.stride_taps(features)) == list(trunks.TAP_STRIDES)
+    assert trunks.provenance(name)["sha256"] == trunks.trunk(name).sha256
