@@ -25,7 +25,11 @@ from fcnlib.models import BACKBONES
 def _download(args: argparse.Namespace) -> None:
     from fcnlib import download
 
-    fetch = {"camvid": download.download_camvid, "voc": download.download_voc}[args.dataset]
+    fetch = {
+        "camvid": download.download_camvid,
+        "voc": download.download_voc,
+        "voc-sample": download.download_voc_sample,
+    }[args.dataset]
     folder = fetch(args.root)
     print(f"{args.dataset} is ready and verified in {folder}")
 
@@ -38,10 +42,15 @@ def _add_download(commands: argparse._SubParsersAction) -> None:
         "An interrupted download resumes when the command is run again.",
         epilog="examples:\n"
         "  fcnlib download camvid                 # CamVid in SegNet's 11-class split\n"
-        "  fcnlib download voc --root /data       # VOC 2012 and SBD, several GB",
+        "  fcnlib download voc --root /data       # VOC 2012 and SBD, several GB\n"
+        "  fcnlib download voc-sample             # the reference's demo image and label",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("dataset", choices=list(DATASETS), help="camvid, or voc (VOC 2012 + SBD)")
+    parser.add_argument(
+        "dataset",
+        choices=[*DATASETS, "voc-sample"],
+        help="camvid, voc (VOC 2012 + SBD), or voc-sample (one VOC image and its label)",
+    )
     parser.add_argument(
         "--root",
         type=Path,

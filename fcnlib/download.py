@@ -65,6 +65,17 @@ SBD_ARCHIVE = Archive(
     "82b4d87ceb2ed10f6038a1cba92111cb",
 )
 
+#: The reference implementation's demo image (a VOC tandem bicycle) and its label, pinned to a
+#: commit: the book's convolutionalised classifier finds the bicycle in it.
+REFERENCE_DEMO = (
+    "https://raw.githubusercontent.com/shelhamer/fcn.berkeleyvision.org/"
+    "1305c7378a9f0ab44b2c936f4d60e4687e3d8743/demo"
+)
+VOC_SAMPLE = (
+    Archive(f"{REFERENCE_DEMO}/image.jpg", "image.jpg", "4f671bd944ae9df868fc758c2ef9ca52"),
+    Archive(f"{REFERENCE_DEMO}/label.png", "label.png", "aec05f2f4b85238dc74724aeedbfc79b"),
+)
+
 
 class DownloadError(OSError):
     """A transfer that failed, or data that did not pass verification."""
@@ -348,6 +359,17 @@ def download_camvid(
     return _fetch_and_extract(
         "camvid", archive, root, "camvid", "*/CamVid", verify_camvid, progress
     )
+
+
+def download_voc_sample(
+    root: Path | None = None, progress: bool = True, files: tuple[Archive, ...] = VOC_SAMPLE
+) -> Path:
+    """Download the VOC sample (``VOC_SAMPLE``: one image and its label, checked by MD5) into
+    ``root/voc-sample`` (default: the data root) and return that folder."""
+    folder = (Path(root) if root is not None else data_root()) / "voc-sample"
+    for file in files:
+        fetch(file.url, folder / file.filename, file.md5, progress)
+    return folder
 
 
 def _verify_voc_tree(folder: Path) -> None:

@@ -15,11 +15,13 @@ from PIL import Image
 from fcnlib.__main__ import main
 from fcnlib.data import CamVid, PascalVOC
 from fcnlib.download import (
+    VOC_SAMPLE,
     Archive,
     DownloadError,
     UnsafeArchiveError,
     download_camvid,
     download_voc,
+    download_voc_sample,
     fetch,
     safe_extract,
     verify_camvid,
@@ -372,3 +374,20 @@ def test_links_to_or_through_symlinks_are_refused(tmp_path, monkeypatch, members
     archive = make_tar(tmp_path / "a.tar", members)
     with pytest.raises(UnsafeArchiveError, match="leading out"):
         safe_extract(archive, tmp_path / "target", "root")
+
+
+def test_download_voc_sample_end_to_end(server, tmp_path, voc_sample_root):
+    files = []
+    for name in ("image.jpg", "label.png"):
+        body = (voc_sample_root / name).read_bytes()
+        server.files[f"/{name}"] = body
+        files.append(Archive(f"{server.url}/{name}", name, hashlib.md5(body).hexdigest()))
+    folder = download_voc_sample(tmp_path, progress=False, files=tuple(files))
+    assert folder == tmp_path / "voc-sample"
+    for name in ("image.jpg", "label.png"):
+        assert (folder / name).read_bytes() == (voc_sample_root / name).read_bytes()
+    assert [file.md5 for file in VOC_SAMPLE] == [file.md5 for file in files]  # the shared copy
+    server.files["/label.png"] = b"not a png"
+    (folder / "label.png").unlink()
+    with pytest.raises(DownloadError, match="arrived corrupted"):
+        download_voc_sample(tmp_path, progress=False, files=tuple(files))
