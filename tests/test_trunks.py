@@ -134,3 +134,13 @@ def test_each_trunk_loads_its_package_s_weights_and_taps_three_strides(name):
     features = trunks.fully_convolutional(trunks.imagenet_classifier(name))
     assert list(trunks.stride_taps(features)) == list(trunks.TAP_STRIDES)
     assert trunks.provenance(name)["sha256"] == trunks.trunk(name).sha256
+
+
+def test_a_tap_is_the_backbone_up_to_its_map(lite_fcn8s):
+    image = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        maps = lite_fcn8s.backbone(image)
+        for tap in ("pool3", "pool4", "drop7"):
+            torch.testing.assert_close(models.Tap(lite_fcn8s, tap)(image), maps[tap])
+    with pytest.raises(ValueError, match="not 'pool2'"):
+        models.Tap(lite_fcn8s, "pool2")
