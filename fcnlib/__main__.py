@@ -435,7 +435,7 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
         "Section 5), and the IU of every class. On PASCAL VOC the published mean IU of the "
         "same model is printed alongside.",
         epilog="examples:\n"
-        "  fcnlib evaluate camvid-fcn8s                      # the shipped FCN-8s\n"
+        "  fcnlib evaluate camvid-lite0-fcn8s                # the shipped FCN-8s\n"
         "  fcnlib evaluate runs/camvid-fcn8s.pt              # CamVid test\n"
         "  fcnlib evaluate runs/camvid-fcn8s.pt --split val --limit 20\n"
         "  fcnlib evaluate runs/voc-fcn8s.pt                 # VOC seg11valid, with the paper's\n"
@@ -516,7 +516,7 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
         "--checkpoint",
         type=Path,
         help="a checkpoint written by fcnlib train, or a shipped net's name "
-        "(default: camvid-fcn8s, shipped)",
+        "(default: camvid-lite0-fcn8s, shipped)",
     )
     parser.add_argument(
         "--out", type=Path, default=Path("predictions"), help="folder (default: predictions/)"

@@ -324,6 +324,17 @@ def reproduce(
     return {model: recorded[model] for model in models if model in recorded}
 
 
+#: What shipping takes from the scores of the float16 weights.
+SCORED_KEYS = (
+    "metrics",
+    "mean_iu_interval",
+    "per_class_iu",
+    "images",
+    "image_confusions",
+    "imagenet_weights",
+)
+
+
 def ship(
     dataset: str,
     models: list[str],
@@ -355,7 +366,7 @@ def ship(
         _, _, scored = score_checkpoint(weights.state(name, folder), record["split"], device="cpu")
         full = {
             **shipped_net.record,
-            **{key: scored[key] for key in ("metrics", "per_class_iu", "images")},
+            **{key: scored[key] for key in SCORED_KEYS},
             "float32_mean_iu": record["metrics"]["mean_iu"],
             "shipped_by": environment(torch.device("cpu"), command),
         }

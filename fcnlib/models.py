@@ -305,8 +305,8 @@ class FCN(nn.Module):
         stages = {}
         for name, reference, scores in zip(names, references, self._fused(x), strict=True):
             geometry = receptive_field(self, until=reference)
-            factor = int(geometry.S[0])
-            upsample = bilinear_upsampler(self.num_classes, factor).to(scores)
+            factor, odd = int(geometry.h.S), odd_kernel(geometry, Geometry())
+            upsample = bilinear_upsampler(self.num_classes, factor, odd=odd).to(scores)
             crop = Crop()
             crop.offset = crop_offset(layer_spec(upsample).apply(geometry), Geometry(), name)
             stages[name] = crop(upsample(scores), x)

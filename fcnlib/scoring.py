@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fcnlib import weights
+from fcnlib import trunks, weights
 from fcnlib.checkpoint import load_trained
 from fcnlib.classes import ClassTable, class_table
 from fcnlib.data import DATASETS
@@ -74,6 +74,11 @@ def evaluation_record(
             name: None if np.isnan(value) else value
             for name, value in zip(table.classes, per_class, strict=True)
         },
+        "imagenet_weights": (
+            trunks.provenance(config["backbone"])
+            if config.get("pretrained") and config["backbone"] in trunks.TRUNKS
+            else None
+        ),
         "training": {
             "steps": state["step"],
             "seconds": seconds,

@@ -1,7 +1,9 @@
 """The trained nets that ship with fcnlib, in the spirit of torchvision's model weights.
 
-Each shipped net ``NAME`` (``camvid-fcn32s``, ``camvid-fcn16s``, ``camvid-fcn8s``) is two files
-in the package's ``trained/`` folder:
+Each shipped net ``NAME`` is two files in the package's ``trained/`` folder. The book ships
+FCN-32s, FCN-16s and FCN-8s over the ImageNet EfficientNet-Lite0 trunk, fine-tuned on CamVid
+(``camvid-lite0-fcn32s``, ``-fcn16s``, ``-fcn8s``), and, to compare, the FCN-8s trained from
+scratch over an eighth of VGG16-BN (``camvid-fcn8s``):
 
 - ``NAME.safetensors``: the weights in float16 (safetensors holds tensors only, so reading it
   cannot run code);
@@ -34,7 +36,7 @@ from fcnlib.records import atomic_write, file_digest, read_json, write_json
 
 TRAINED_DIR: Path = resources.files("fcnlib") / "trained"  # a Path: fcnlib is installed as files
 #: The net ``fcnlib predict`` uses when no checkpoint is given.
-DEFAULT = "camvid-fcn8s"
+DEFAULT = "camvid-lite0-fcn8s"
 
 
 @dataclass(frozen=True)
@@ -52,12 +54,19 @@ class Weights:
 
 
 def available(folder: Path = TRAINED_DIR) -> dict[str, Weights]:
-    """Every net shipped in ``folder``, by name: by dataset, then coarsest model first."""
+    """Every net shipped in ``folder``, by name: by dataset and backbone, then coarsest model
+    first."""
     found = [
         Weights(path.stem, path.with_suffix(".safetensors"), read_json(path))
         for path in folder.glob("*.json")
     ]
-    found.sort(key=lambda net: (net.record["dataset"], MODEL_NAMES.index(net.record["model"])))
+    found.sort(
+        key=lambda net: (
+            net.record["dataset"],
+            net.record["training"]["config"]["backbone"],
+            MODEL_NAMES.index(net.record["model"]),
+        )
+    )
     return {net.name: net for net in found}
 
 

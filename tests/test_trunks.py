@@ -144,3 +144,11 @@ def test_a_tap_is_the_backbone_up_to_its_map(lite_fcn8s):
             torch.testing.assert_close(models.Tap(lite_fcn8s, tap)(image), maps[tap])
     with pytest.raises(ValueError, match="not 'pool2'"):
         models.Tap(lite_fcn8s, "pool2")
+
+
+def test_fcn8s_over_a_trunk_comes_apart_stage_by_stage(lite_fcn8s):
+    image = torch.randn(1, 3, 96, 128)
+    stages = lite_fcn8s.stage_scores(image)
+    assert list(stages) == ["score_fr", "fuse_pool4", "fuse_pool3"]
+    with torch.no_grad():
+        torch.testing.assert_close(stages["fuse_pool3"], lite_fcn8s(image))

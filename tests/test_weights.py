@@ -8,13 +8,14 @@ import pytest
 import torch
 from PIL import Image
 
-from fcnlib import weights
+from fcnlib import trunks, weights
 from fcnlib.__main__ import main
 from fcnlib.experiment import STAGED_FROM, ship
 from fcnlib.records import file_digest
 from fcnlib.scoring import score_checkpoint
 
-SHIPPED = [f"camvid-{model}" for model in ("fcn32s", "fcn16s", "fcn8s")]
+TRANSFER = [f"camvid-lite0-{model}" for model in ("fcn32s", "fcn16s", "fcn8s")]
+SHIPPED = [*TRANSFER, "camvid-fcn8s"]  # and the FCN-8s trained from scratch, to compare
 
 
 @pytest.fixture(scope="module")
@@ -77,26 +78,39 @@ def test_an_unknown_name_lists_the_shipped_nets():
 
 def test_the_shipped_nets_fit_the_size_limits_and_their_checksums():
     shipped = weights.available()
-    assert list(shipped) == SHIPPED  # coarsest first
+    assert list(shipped) == SHIPPED  # by backbone, coarsest first
     sizes = [net.path.stat().st_size for net in shipped.values()]
-    assert max(sizes) <= 8e6 and sum(sizes) <= 24e6
+    assert max(sizes) <= 8e6 and sum(sizes) <= 32e6
     for net in shipped.values():
         assert net.record["sha256"] == file_digest(net.path, "sha256")
-        assert net.record["training"]["config"]["width"] == 0.125
+    assert shipped["camvid-fcn8s"].record["training"]["config"]["width"] == 0.125
+
+
+def test_the_transfer_nets_record_their_imagenet_weights_and_intervals():
+    for name in TRANSFER:
+        record = weights.get(name).record
+        config = record["training"]["config"]
+        assert (config["backbone"], config["pretrained"]) == ("lite0", True)
+        assert record["imagenet_weights"] == trunks.provenance("lite0")
+        assert record["training"]["precision"] == "float32"
+        low, high = record["mean_iu_interval"]
+        assert low < record["metrics"]["mean_iu"] < high
+        assert len(record["image_confusions"]) == record["images"] == 233
 
 
 def test_staged_nets_improve_in_the_records():
     shipped = weights.available()
-    scores = [shipped[name].mean_iu for name in SHIPPED]
+    scores = [shipped[name].mean_iu for name in TRANSFER]
     assert scores == sorted(scores), scores
     for model in ("fcn16s", "fcn8s"):
-        stage = shipped[f"camvid-{model}"].record["stage"]
+        stage = shipped[f"camvid-lite0-{model}"].record["stage"]
         assert stage["from"] == STAGED_FROM[model] and stage["seconds_before"] > 0
 
 
-def test_the_shipped_fcn8s_reproduces_its_recorded_score_on_every_test_frame(camvid_root):
-    net = weights.get("camvid-fcn8s")
-    _, metrics, record = score_checkpoint("camvid-fcn8s", "test", device="cpu")
+@pytest.mark.parametrize("name", SHIPPED)
+def test_each_shipped_net_reproduces_its_recorded_score_on_every_test_frame(name, camvid_root):
+    net = weights.get(name)
+    _, metrics, record = score_checkpoint(name, "test", device="cpu")
     assert record["images"] == net.record["images"] == 233
     assert 100 * metrics.compute()["mean_iu"] == pytest.approx(100 * net.mean_iu, abs=0.1)
 
@@ -108,4 +122,4 @@ def test_predict_uses_the_shipped_fcn8s_by_default(camvid_root, tmp_path, capsys
     assert labels.shape == (360, 480)
     assert len(np.unique(labels)) >= 4  # a street scene: road, sky, buildings, ...
     assert main(["weights"]) == 0
-    assert "camvid-fcn8s" in capsys.readouterr().out
+    assert "camvid-lite0-fcn8s" in capsys.readouterr().out
