@@ -85,6 +85,16 @@ def result_paths(
     return stem.with_suffix(".json"), results / f"{stem.name}-history.csv", stem
 
 
+def read_history(path: Path) -> list[dict[str, float]]:
+    """The validations of a run as its ``-history.csv`` holds them (``history_rows``): one
+    dict a validation, with ``step``, ``train_seconds``, ``loss`` and the four metrics."""
+    with open(path, newline="") as file:
+        return [
+            {key: float(value) for key, value in row.items() if value}
+            for row in csv.DictReader(file)
+        ]
+
+
 def load_runs(
     dataset: str, results: str | Path | None = None, backbone: str = "vgg16"
 ) -> dict[str, Run]:
@@ -99,13 +109,7 @@ def load_runs(
             continue
         try:
             record = read_json(record_path)
-            rows = []
-            if history_path.is_file():
-                with open(history_path, newline="") as file:
-                    rows = [
-                        {key: float(value) for key, value in row.items() if value}
-                        for row in csv.DictReader(file)
-                    ]
+            rows = read_history(history_path) if history_path.is_file() else []
         except ValueError as error:  # bad JSON, or a CSV cell that is not a number
             raise ValueError(f"{record_path} or {history_path} cannot be read: {error}") from error
         runs[model] = Run(record, rows, sorted(folder.glob("*.png")) if folder.is_dir() else [])

@@ -116,6 +116,20 @@ def paired_difference(first: dict, second: dict) -> tuple[float, tuple[float, fl
     return bootstrap_difference(image_confusions(first), image_confusions(second))
 
 
+def format_mean_iu(record: dict) -> str:
+    """A record's mean IU and its 95 % interval, in percent: "62.8 (61.0 to 64.5)"."""
+    low, high = record["mean_iu_interval"]
+    return f"{100 * record['metrics']['mean_iu']:.1f} ({100 * low:.1f} to {100 * high:.1f})"
+
+
+def format_difference(first: dict, second: dict) -> str:
+    """:func:`paired_difference` of two records in points, with its interval and whether it
+    is resolved (the interval leaves out 0): "+5.4 (+4.1 to +6.8), resolved"."""
+    difference, (low, high) = paired_difference(first, second)
+    verdict = "resolved" if low > 0 or high < 0 else "unresolved"
+    return f"{100 * difference:+.1f} ({100 * low:+.1f} to {100 * high:+.1f}), {verdict}"
+
+
 def history_rows(history: dict) -> tuple[list[str], list[list[object]]]:
     """The validations of a training history (``History.to_dict()``) as CSV header and rows:
     step, training seconds, the loss of that step, then every validation metric."""

@@ -12,7 +12,7 @@ from fcnlib.metrics import (
     confusion_matrix,
     scores,
 )
-from fcnlib.scoring import paired_difference
+from fcnlib.scoring import format_difference, format_mean_iu, paired_difference
 
 
 def matrices(count: int, classes: int = 3):
@@ -105,3 +105,11 @@ def test_records_are_compared_image_by_image():
         paired_difference(record(first), record(first, split="val"))
     with pytest.raises(ValueError, match="keeps no per-image confusion matrices"):
         paired_difference(record(first), {**record(second), "image_confusions": None})
+
+
+def test_records_print_with_their_intervals():
+    first = torch.tensor([[[4, 0], [0, 0]], [[0, 0], [2, 2]], [[3, 1], [1, 3]]])
+    same = format_difference(record(first), record(first))
+    assert same == "+0.0 (+0.0 to +0.0), unresolved"
+    scored = {"metrics": {"mean_iu": 0.628}, "mean_iu_interval": [0.61, 0.645]}
+    assert format_mean_iu(scored) == "62.8 (61.0 to 64.5)"
