@@ -1,3 +1,4 @@
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -61,3 +62,14 @@ def test_seeding_repeats_every_generator(seed):
     first = draw()
     fcnlib.seed_everything(seed)
     assert draw() == first
+
+
+def test_a_bare_import_reaches_every_module():
+    import subprocess
+    import sys
+
+    probe = "import fcnlib; print(fcnlib.weights.DEFAULT, fcnlib.trunks.TAP_STRIDES['pool3'])"
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert shown.stdout.split() == ["camvid-lite0-fcn8s", "8"], shown.stderr
+    with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
+        fcnlib.nonsense  # noqa: B018
