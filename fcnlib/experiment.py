@@ -330,6 +330,7 @@ def reproduce(
 
 #: What shipping takes from the scores of the float16 weights.
 SCORED_KEYS = (
+    "training",
     "metrics",
     "mean_iu_interval",
     "per_class_iu",

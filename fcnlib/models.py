@@ -224,7 +224,7 @@ class FCN(nn.Module):
         skips = self._skip_layers = tuple(skip for skip in _SKIPS if skip.tap in self.skips)
         self.backbone = backbones.feature_extractor(net, taps)
         geometry = {role: receptive_field(net, until=node) for node, role in taps.items()}
-        channels = _channels(self.backbone)
+        channels = _channels(self.backbone, max(64, self.min_input))
         self.score_fr = _score(channels["drop7"], num_classes)
         coarse = geometry["drop7"]
         for skip in skips:
@@ -361,12 +361,12 @@ class FCN(nn.Module):
         return steps
 
 
-def _channels(backbone: nn.Module) -> dict[str, int]:
-    """The channels of each map ``backbone`` returns, from a forward pass on the meta device
-    (free of computation)."""
+def _channels(backbone: nn.Module, side: int) -> dict[str, int]:
+    """The channels of each map ``backbone`` returns, from a forward pass over a ``side``-pixel
+    square on the meta device (free of computation)."""
     meta = {name: p.to("meta") for name, p in backbone.named_parameters()}
     meta |= {name: b.to("meta") for name, b in backbone.named_buffers()}
-    x = torch.empty(1, 3, 64, 64, device="meta")
+    x = torch.empty(1, 3, side, side, device="meta")
     with torch.no_grad():
         maps = torch.func.functional_call(backbone.eval(), meta, (x,))
     backbone.train()

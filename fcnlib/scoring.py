@@ -85,7 +85,9 @@ def evaluation_record(
             "images_per_second": state["step"] * config["batch_size"] / seconds
             if seconds
             else None,
-            "precision": history.get("precision"),
+            # amp "off" is float32 on any machine; "auto" is known from the history alone
+            "precision": history.get("precision")
+            or ("float32" if config.get("amp") == "off" else None),
             "config": config,
         },
     }

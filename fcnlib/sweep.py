@@ -20,7 +20,8 @@ from fcnlib import models, train
 from fcnlib.records import check_writable, environment, read_json, write_json
 from fcnlib.runtime import device
 
-#: Each variant's changes to the recipe; "recipe" is the recipe itself.
+#: Each variant's changes to the recipe; "recipe" is the recipe itself. A variant that changes
+#: nothing in a recipe is skipped; the last three are for the transfer recipe.
 VARIANTS: dict[str, dict[str, Any]] = {
     "recipe": {},
     "no class weights": {"class_weights": False},
@@ -28,6 +29,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no 100-pixel padding": {"pad100": False},
     "batch 4": {"batch_size": 4},
     "peak rate 2e-3": {"lr": 2e-3},
+    "class weights": {"class_weights": True},
+    "352x480 crops": {"crop_size": (352, 480)},
+    "trunk at the head's rate": {"backbone_lr_mult": 1.0},
 }
 
 
