@@ -340,10 +340,12 @@ def test_amp_auto_is_bf16_only_where_the_device_multiplies_it_natively(monkeypat
 
 def test_biases_get_twice_the_rate_and_no_decay_in_the_paper_recipe():
     optimizer = make_optimizer(tiny_net(), recipe("paper", "fcn32s"))
-    weights, biases = optimizer.param_groups
+    # the head's weights and biases, then the backbone's (none in a net without one)
+    weights, biases, backbone_weights, backbone_biases = optimizer.param_groups
     assert (weights["lr"], weights["weight_decay"]) == (1e-10, 5e-4)
     assert (biases["lr"], biases["weight_decay"]) == (2e-10, 0.0)
     assert all(p.ndim == 1 for p in biases["params"])
+    assert backbone_weights["params"] == backbone_biases["params"] == []
 
 
 @pytest.mark.parametrize(
