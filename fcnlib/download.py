@@ -65,7 +65,7 @@ SBD_ARCHIVE = Archive(
     "82b4d87ceb2ed10f6038a1cba92111cb",
 )
 
-#: The reference implementation's demo image (a VOC tandem bicycle) and its label, pinned to a
+#: The reference implementation's demo image (racing cyclists) and its label, pinned to a
 #: commit: the book's convolutionalised classifier finds the bicycle in it.
 REFERENCE_DEMO = (
     "https://raw.githubusercontent.com/shelhamer/fcn.berkeleyvision.org/"

@@ -132,15 +132,16 @@ def sweep(
 def format_sweep(record: dict[str, Any]) -> str:
     """The sweep as a table, best validation mean IU first."""
     rows = sorted(record["variants"].items(), key=lambda item: -item[1]["val_mean_iu"])
+    width = max(len("variant"), *(len(name) for name, _ in rows)) + 1
     changed = "".join(f", {k}={_text(v)}" for k, v in record["overrides"].items())
     lines = [
         f"{record['model']}, {record['recipe']} recipe{changed}, {record['minutes']:g} training"
         " minutes each",
-        f"{'variant':<22}{'s/step':>7}{'steps':>6}{'min':>6}{'val mIU':>9}{'pix acc':>9}",
+        f"{'variant':<{width}}{'s/step':>7}{'steps':>6}{'min':>6}{'val mIU':>9}{'pix acc':>9}",
     ]
     for name, row in rows:
         lines.append(
-            f"{name:<22}{row['seconds_per_step']:>7.2f}{row['steps']:>6}"
+            f"{name:<{width}}{row['seconds_per_step']:>7.2f}{row['steps']:>6}"
             f"{row['train_minutes']:>6.1f}{100 * row['val_mean_iu']:>9.1f}"
             f"{100 * row['val_pixel_accuracy']:>9.1f}"
         )
