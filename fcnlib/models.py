@@ -266,9 +266,14 @@ class FCN(nn.Module):
         *_, scores = self._fused(x)
         return self.score(getattr(self, self.final_upsample)(scores), x)
 
+    def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The backbone's maps of (N, 3, H, W) images ``x`` by tap name ("drop7", "pool4",
+        "pool3", as far as the net has them), the input padded first where the trunk needs it."""
+        return self.backbone(self.pad_input(x) if self.pad_input else x)
+
     def _fused(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The score maps before the final upsampling: score_fr, then each skip's fusion."""
-        features = self.backbone(self.pad_input(x) if self.pad_input else x)
+        features = self.features(x)
         fused = [self.score_fr(features["drop7"])]
         for skip in self._skip_layers:
             scores = getattr(self, skip.upsample)(fused[-1])
@@ -385,7 +390,7 @@ class Tap(nn.Module):
         self.fcn, self.tap = fcn, tap
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fcn.backbone(self.fcn.pad_input(x) if self.fcn.pad_input else x)[self.tap]
+        return self.fcn.features(x)[self.tap]
 
 
 def _describe(module: nn.Module) -> tuple[str, str]:
