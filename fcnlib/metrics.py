@@ -52,9 +52,10 @@ def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
 
 
 def per_class_iu(confusion: torch.Tensor) -> torch.Tensor:
-    """Intersection over union of each class, float64; NaN for classes absent from both sides."""
-    true_positives = confusion.diagonal()
-    union = confusion.sum(1) + confusion.sum(0) - true_positives
+    """Intersection over union of each class, float64; NaN for classes absent from both sides.
+    Of a (C, C) matrix, or of each matrix of a (..., C, C) stack."""
+    true_positives = confusion.diagonal(dim1=-2, dim2=-1)
+    union = confusion.sum(-1) + confusion.sum(-2) - true_positives
     return _ratio(true_positives, union)
 
 
@@ -87,10 +88,7 @@ def scores(confusion: torch.Tensor) -> dict[str, float | torch.Tensor]:
 
 def _mean_iu(confusions: torch.Tensor) -> torch.Tensor:
     """The mean IU of each of a stack of (..., C, C) confusion matrices, float64 (...)."""
-    confusions = confusions.double()
-    true_positives = confusions.diagonal(dim1=-2, dim2=-1)
-    union = confusions.sum(-1) + confusions.sum(-2) - true_positives
-    return (true_positives / union).nanmean(-1)
+    return per_class_iu(confusions).nanmean(-1)
 
 
 def _resampled_mean_iu(

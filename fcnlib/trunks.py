@@ -15,8 +15,8 @@ feeds a net takes it from the net (``FCN.normalisation``).
 TensorFlow's "same" padding of a stride-2 convolution depends on the input's size; on sides
 that are multiples of 32 it is the same everywhere, so :func:`fully_convolutional` fixes it
 once as padding layers, which makes the trunk traceable for :mod:`fcnlib.receptive` and spares
-computing it at every call. The FCNs pad their input to a multiple of 32 (see
-:class:`fcnlib.models.PadToMultiple`).
+computing it at every call. The FCNs pad their input to a multiple of 32
+(:class:`PadToMultiple`).
 """
 
 from __future__ import annotations
